@@ -1,0 +1,20 @@
+"""r3fast: Reflect, Retry, Reward (Bensal et al., 2025), fast.
+
+Public API:
+    r3fast.verify          check_countdown, check_function_calls, their *_batch and explain_* forms
+    r3fast.kernels         fused_linear_grpo_loss, grpo_loss, selective_logprobs
+    r3fast.Episode         the record one reflection produces
+    r3fast.SamplingParams  what rollout engines take
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from r3fast.episode import Episode
+from r3fast.rollout.base import Completion, SamplingParams
+
+try:
+    __version__ = version("r3fast")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["Completion", "Episode", "SamplingParams", "__version__"]

@@ -1,0 +1,76 @@
+"""The contract every rollout engine implements, and the plain data it passes around.
+
+Engines take token ids, not text: the reflect-retry loop owns templating, so the same
+prompt tokens reach the transformers engine and the vLLM engine and their episodes can
+be compared token for token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 256          # completion budget per sample
+    temperature: float = 1.0           # 0 means greedy
+    top_p: float = 1.0                 # nucleus sampling mass
+    n: int = 1                         # samples per prompt
+    stop: tuple[str, ...] = ()         # generation ends after the first of these strings
+    seed: int | None = None            # same seed, same prompts -> same samples
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if isinstance(self.stop, str):
+            raise ValueError("stop must be a sequence of strings, not a single string")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]               # generated tokens, stop string included, no padding
+    logprobs: list[float]              # log-prob of each generated token under the sampling policy
+    text: str                          # decoded token_ids
+    finish_reason: str = "length"      # "stop" (eos or stop string) or "length"
+    prompt_index: int = 0              # which prompt of the batch this sample answers
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@runtime_checkable
+class RolloutEngine(Protocol):
+    """generate() returns, per prompt, a list of `params.n` completions."""
+
+    def generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], params: SamplingParams
+    ) -> list[list[Completion]]: ...
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None: ...
+
+    def sleep(self, level: int = 1) -> None: ...
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> None: ...
