@@ -1,0 +1,45 @@
+"""Peak resident memory of one loss variant's forward + backward, above a baseline holding its inputs.
+
+Run in a fresh process per variant (torch's CPU allocations are invisible to tracemalloc):
+    python benches/_loss_peak_rss.py VARIANT SIZE
+prints one JSON line {"variant", "size", "extra_mb", "weight_grad_mb", "loss"}.
+The high-water mark is reset (/proc/self/clear_refs) after the inputs exist and the variant has
+run once on a tiny warm-up problem, so imports and compiled code are not counted.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+
+import torch
+from _loss_variants import SIZES, VARIANTS, WARMUP, make_inputs
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024 / 1e6
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def main(variant: str, size_name: str) -> None:
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    run = VARIANTS[variant]
+    run(make_inputs(WARMUP[size_name]))
+    inputs = make_inputs(SIZES[size_name])
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    baseline = _status_mb("VmRSS")
+    loss = run(inputs)
+    extra = _status_mb("VmHWM") - baseline
+    print(json.dumps({"variant": variant, "size": size_name, "extra_mb": round(extra, 1),
+                      "weight_grad_mb": round(SIZES[size_name].weight_grad_mb, 1), "loss": float(loss.detach())}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
