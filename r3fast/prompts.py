@@ -1,0 +1,311 @@
+"""Every prompt r3fast shows a model, in one place: task instructions, few-shot demonstrations,
+and the turns that follow a failed attempt (reflection and retry, at the end of this file).
+
+Templates are plain strings with `{name}` placeholders filled by `fill` (a single pass, so JSON
+braces in a template need no escaping). `PromptConfig` gathers the choices a run can change.
+
+Why demonstrations: SmolLM2-135M-Instruct never writes `<answer>` tags zero-shot (0% on two-number
+Countdown, although 26% of its outputs hold a correct equation); one demonstration turn answering
+in the exact format lifts it to 36%. A single demonstration gets its operator copied, so a pool of
+demonstrations with different operators can be rotated per instance (`rotate_demos`).
+
+Tools: function-calling prompts carry the tool schemas twice over. `Prompt.tools` holds them in the
+OpenAI/transformers form for chat templates that take `tools=`; `Prompt.tools_text` is the same
+schemas written out, and the last user turn of `Prompt.messages` starts with it, so the messages
+alone work with any template. `chat_template_inputs` is the one place that picks between the two:
+with a template that takes tools, it moves the schemas out of the user turn into `tools=`.
+Demonstrations always keep their own tools in their user turn: they are self-contained examples.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+def fill(template: str, **values: Any) -> str:
+    """Replace each `{name}` in `template` by `values[name]`; every value must have a placeholder."""
+    missing = [name for name in values if "{" + name + "}" not in template]
+    if missing:
+        raise ValueError(f"prompt template lacks the placeholder(s) {', '.join('{' + m + '}' for m in missing)}: {template!r}")
+    return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
+
+
+# ---------------------------------------------------------------------------
+# Task prompts: Countdown
+# ---------------------------------------------------------------------------
+
+COUNTDOWN_INSTRUCTION = (
+    "Using the numbers {numbers}, create an equation that equals {target}. "
+    "You can use +, -, * and / with parentheses, and you must use each number exactly once. "
+    "Write only the left-hand side of the equation (no '=' and no result) between <answer> and "
+    "</answer> tags, for example <answer> (1 + 2) * 3 </answer>."
+)
+
+# The assistant turn of a demonstration: exactly the format the verifier reads.
+COUNTDOWN_ANSWER = "<answer> {expression} </answer>"
+
+
+@dataclass(frozen=True)
+class CountdownDemo:
+    numbers: tuple[int, ...]           # the demonstration's numbers, in the order shown
+    target: int                        # the value its expression reaches
+    expression: str                    # the answer, each number used exactly once
+
+
+# Small enough for the `countdown-easy` level, one operator family each, so rotation varies them.
+COUNTDOWN_DEMOS: tuple[CountdownDemo, ...] = (
+    CountdownDemo((3, 5), 15, "3 * 5"),
+    CountdownDemo((4, 9), 13, "4 + 9"),
+    CountdownDemo((9, 2, 4), 11, "9 - 2 + 4"),
+    CountdownDemo((8, 2, 3), 12, "8 / 2 * 3"),
+    CountdownDemo((7, 2, 6), 20, "7 * 2 + 6"),
+)
+
+
+# ---------------------------------------------------------------------------
+# Task prompts: function calling
+# ---------------------------------------------------------------------------
+
+# Leads the user turn when the chat template cannot take `tools=`: one JSON schema per line.
+TOOLS_TEXT = "You can call the following tools:\n{tools}"
+
+FUNCTION_CALLING_INSTRUCTIONS = {
+    "json": (
+        "Answer the request below by calling the tools. Reply with only a JSON list of calls, each "
+        'written as {"name": "<tool name>", "arguments": {"<argument>": <value>, ...}}, and nothing else.\n\n'
+        "Request: {query}"
+    ),
+    "tool_call": (
+        "Answer the request below by calling the tools. Reply with one <tool_call> </tool_call> block per "
+        'call, each holding one JSON object {"name": "<tool name>", "arguments": {"<argument>": <value>, ...}}, '
+        "and nothing else.\n\nRequest: {query}"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FunctionCallingDemo:
+    query: str                         # the demonstration's request
+    tools: tuple[dict, ...]            # tool schemas ({"name", "description", "parameters"}), shown inline
+    calls: tuple[dict, ...]            # the answer: {"name", "arguments"} calls
+
+
+_TIME_TOOL = {
+    "name": "get_current_time",
+    "description": "Current local time in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "description": "City name."},
+            "format": {"type": "string", "enum": ["12h", "24h"], "description": "Clock format."},
+        },
+        "required": ["city"],
+    },
+}
+_AREA_TOOL = {
+    "name": "rectangle_area",
+    "description": "Area of a rectangle.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "width": {"type": "number", "description": "Width in metres."},
+            "height": {"type": "number", "description": "Height in metres."},
+        },
+        "required": ["width", "height"],
+    },
+}
+
+FUNCTION_CALLING_DEMOS: tuple[FunctionCallingDemo, ...] = (
+    FunctionCallingDemo(
+        "What time is it in Lisbon right now, on a 24h clock?",
+        (_TIME_TOOL, _AREA_TOOL),
+        ({"name": "get_current_time", "arguments": {"city": "Lisbon", "format": "24h"}},),
+    ),
+    FunctionCallingDemo(
+        "How big are a 3 by 4.5 metre room and a 2 by 2 metre room?",
+        (_AREA_TOOL,),
+        (
+            {"name": "rectangle_area", "arguments": {"width": 3, "height": 4.5}},
+            {"name": "rectangle_area", "arguments": {"width": 2, "height": 2}},
+        ),
+    ),
+)
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+TOOL_CALL_FORMATS = tuple(FUNCTION_CALLING_INSTRUCTIONS)
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    system: str | None = None          # a system turn before everything; None keeps the chat template's own
+    num_demos: int = 1                 # demonstrations (user + assistant turns) before the task; 0 = zero-shot
+    rotate_demos: bool = False         # pick demos from the pool by instance id instead of always the first
+    countdown_instruction: str = COUNTDOWN_INSTRUCTION  # Countdown user turn: {numbers}, {target}
+    countdown_answer: str = COUNTDOWN_ANSWER  # a Countdown demo's assistant turn: {expression}
+    countdown_demos: tuple[CountdownDemo, ...] = COUNTDOWN_DEMOS  # Countdown demonstration pool
+    tool_call_format: str = "json"     # how calls are written: "json" (one JSON list) or "tool_call" (tagged blocks)
+    function_calling_instruction: str | None = None  # user turn: {query}; None takes the one for tool_call_format
+    tools_text: str = TOOLS_TEXT       # the tools written into the user turn: {tools}
+    function_calling_demos: tuple[FunctionCallingDemo, ...] = FUNCTION_CALLING_DEMOS  # function-calling demo pool
+
+    def __post_init__(self) -> None:
+        if self.num_demos < 0:
+            raise ValueError(f"num_demos must be >= 0, got {self.num_demos}")
+        if self.tool_call_format not in TOOL_CALL_FORMATS:
+            raise ValueError(f"tool_call_format must be one of {TOOL_CALL_FORMATS}, got {self.tool_call_format!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PromptConfig:
+        """Build from a parsed config file: demos may be given as plain mappings."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown prompt config key(s) {unknown}; expected some of {sorted(known)}")
+        values = dict(values)
+        if "countdown_demos" in values:
+            values["countdown_demos"] = tuple(
+                d if isinstance(d, CountdownDemo) else CountdownDemo(tuple(d["numbers"]), d["target"], d["expression"])
+                for d in values["countdown_demos"]
+            )
+        if "function_calling_demos" in values:
+            values["function_calling_demos"] = tuple(
+                d if isinstance(d, FunctionCallingDemo)
+                else FunctionCallingDemo(d["query"], tuple(d["tools"]), tuple(d["calls"]))
+                for d in values["function_calling_demos"]
+            )
+        return cls(**values)
+
+    @property
+    def function_calling_user_template(self) -> str:
+        return self.function_calling_instruction or FUNCTION_CALLING_INSTRUCTIONS[self.tool_call_format]
+
+
+def select_demos(pool: Sequence, count: int, instance_id: str, rotate: bool) -> list:
+    """`count` demos from `pool`: the first ones, or with `rotate` a window starting at a place
+    fixed by the instance id (crc32, so the choice is the same in every process)."""
+    if count > len(pool):
+        raise ValueError(f"asked for {count} demonstrations but the pool holds {len(pool)}")
+    if count == 0:
+        return []
+    start = zlib.crc32(instance_id.encode()) % len(pool) if rotate else 0
+    return [pool[(start + i) % len(pool)] for i in range(count)]
+
+
+def chat_messages(config: PromptConfig, turns: Sequence[tuple[str, str]], last_user: str) -> list[dict[str, str]]:
+    """The conversation: optional system turn, demonstration (user, assistant) pairs, the task's user turn."""
+    messages = [{"role": "system", "content": config.system}] if config.system is not None else []
+    for user, assistant in turns:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    messages.append({"role": "user", "content": last_user})
+    return messages
+
+
+def countdown_user_turn(numbers: Sequence[int], target: int, config: PromptConfig) -> str:
+    return fill(config.countdown_instruction, numbers=list(numbers), target=target)
+
+
+def countdown_demo_turns(instance_id: str, config: PromptConfig) -> list[tuple[str, str]]:
+    demos = select_demos(config.countdown_demos, config.num_demos, instance_id, config.rotate_demos)
+    return [
+        (countdown_user_turn(d.numbers, d.target, config), fill(config.countdown_answer, expression=d.expression))
+        for d in demos
+    ]
+
+
+def render_tools_text(tools: Sequence[Mapping], config: PromptConfig) -> str:
+    """The tools as the model reads them in a user turn: one compact JSON schema per line."""
+    lines = "\n".join(json.dumps(dict(tool), ensure_ascii=False) for tool in tools)
+    return fill(config.tools_text, tools=lines)
+
+
+def render_calls(calls: Sequence[Mapping], tool_call_format: str) -> str:
+    """Calls written the way the function-calling instruction asks for them."""
+    if tool_call_format == "tool_call":
+        return "\n".join(f"<tool_call>\n{json.dumps(dict(c), ensure_ascii=False)}\n</tool_call>" for c in calls)
+    return json.dumps([dict(c) for c in calls], ensure_ascii=False)
+
+
+def openai_tools(tools: Sequence[Mapping]) -> list[dict]:
+    """The `tools=` form chat templates expect (what transformers builds from a Python function)."""
+    return [{"type": "function", "function": dict(tool)} for tool in tools]
+
+
+def tools_then_task(tools_text: str, task_text: str) -> str:
+    """A function-calling user turn: the tools written out, then the instruction and request."""
+    return f"{tools_text}\n\n{task_text}"
+
+
+def function_calling_user_turn(query: str, config: PromptConfig) -> str:
+    return fill(config.function_calling_user_template, query=query)
+
+
+def function_calling_demo_turns(instance_id: str, config: PromptConfig) -> list[tuple[str, str]]:
+    demos = select_demos(config.function_calling_demos, config.num_demos, instance_id, config.rotate_demos)
+    return [
+        (
+            tools_then_task(render_tools_text(d.tools, config), function_calling_user_turn(d.query, config)),
+            render_calls(d.calls, config.tool_call_format),
+        )
+        for d in demos
+    ]
+
+
+def template_takes_tools(chat_template: str | None) -> bool:
+    """Whether a chat template renders a `tools` variable (Qwen2.5 and Llama-3.1 do, SmolLM2 does not)."""
+    return bool(chat_template) and re.search(r"\btools\b", chat_template) is not None
+
+
+def chat_template_inputs(prompt: Any, takes_tools: bool) -> tuple[list[dict[str, str]], list[dict] | None]:
+    """(messages, tools) of a `r3fast.tasks.Prompt` for `tokenizer.apply_chat_template(messages, tools=tools)`.
+
+    Without tools support, or without tools, the messages already carry everything. With it, the
+    schemas leave the last user turn and go to `tools=`, so the model does not read them twice.
+    """
+    if not (takes_tools and prompt.tools):
+        return prompt.messages, None
+    last = prompt.messages[-1]
+    lead = tools_then_task(prompt.tools_text, "")
+    if last.get("role") != "user" or not last["content"].startswith(lead):
+        raise ValueError("prompt's last turn must be a user turn starting with its tools_text")
+    moved = {**last, "content": last["content"][len(lead):]}
+    return [*prompt.messages[:-1], moved], prompt.tools
+
+
+# ---------------------------------------------------------------------------
+# Reflection and retry
+# The turns that follow a failed attempt: the request for a self-reflection, and the retry
+# request that restates the task (Prompt.task_text) and its answer format.
+# ---------------------------------------------------------------------------
+
+# The paper's wording. Asked for right after the failed attempt, as a user turn.
+REFLECTION_REQUEST = (
+    "You tried performing the task, but failed to produce the correct answer. Reflect on what went "
+    "wrong and write a short explanation that will help you succeed next time."
+)
+
+# A retry that only said "try again" scored 0% with SmolLM2-135M (no answer tags at all), so the
+# retry turn restates the whole task, answer format included: {task} is Prompt.task_text.
+RETRY_REQUEST = "Use your reflection and try the task again.\n\n{task}"
+
+
+@dataclass(frozen=True)
+class ReflectionPrompts:
+    reflection_request: str = REFLECTION_REQUEST  # user turn after a failed attempt, asking for a reflection
+    retry_request: str = RETRY_REQUEST  # user turn after the reflection: {task} restates the task and format
+
+
+def reflection_turn(prompts: ReflectionPrompts) -> dict[str, str]:
+    return {"role": "user", "content": prompts.reflection_request}
+
+
+def retry_turn(task_text: str, prompts: ReflectionPrompts) -> dict[str, str]:
+    return {"role": "user", "content": fill(prompts.retry_request, task=task_text)}

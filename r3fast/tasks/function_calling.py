@@ -1,0 +1,305 @@
+"""Function calling in the xLAM/APIGen layout: a `query`, the `tools` it may call, and the gold
+`answers` (a list of {"name", "arguments"} calls; tools and answers are JSON strings in the files).
+
+Tools are kept in one form, JSON-schema parameters (`{"type": "object", "properties", "required"}`),
+which is what chat templates render and what the BFCL importer produces. xLAM's flat parameter
+maps (`{"city": {"type": "str, optional", "description": ...}}`) are converted on load.
+
+`generate_function_calling` makes small seeded instances whose gold calls follow from the query,
+for tests and smoke runs without a dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from r3fast.prompts import (
+    PromptConfig,
+    chat_messages,
+    function_calling_demo_turns,
+    function_calling_user_turn,
+    openai_tools,
+    render_tools_text,
+    tools_then_task,
+)
+from r3fast.tasks.base import Instance, Prompt
+from r3fast.tasks.files import read_rows, require_mapping
+
+# xLAM writes Python type names; JSON schema wants its own.
+_PYTHON_TO_JSON_TYPES = {
+    "str": "string", "int": "integer", "float": "number", "bool": "boolean",
+    "list": "array", "tuple": "array", "dict": "object", "set": "array",
+}
+
+
+def _json_type(python_type: str) -> str:
+    """'List[int]' -> 'array', 'str' -> 'string'; names it does not know stay as written."""
+    base = re.split(r"[\[,\s]", python_type.strip(), maxsplit=1)[0]
+    return _PYTHON_TO_JSON_TYPES.get(base.lower(), python_type.strip())
+
+
+def _schema_types(schema: Any) -> Any:
+    """A JSON schema with Python type names ('dict', 'float', as BFCL writes them) renamed, recursively."""
+    if not isinstance(schema, Mapping):
+        return schema
+    out = dict(schema)
+    if isinstance(out.get("type"), str):
+        out["type"] = _json_type(out["type"])
+    if isinstance(out.get("properties"), Mapping):
+        out["properties"] = {k: _schema_types(v) for k, v in out["properties"].items()}
+    if "items" in out:
+        out["items"] = [_schema_types(v) for v in out["items"]] if isinstance(out["items"], list) else _schema_types(out["items"])
+    return out
+
+
+def _flat_parameters_to_schema(params: Mapping, where: str) -> dict:
+    properties: dict[str, dict] = {}
+    required: list[str] = []
+    for pname, spec in params.items():
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"{where}: parameter {pname!r} must be an object, got {spec!r}")
+        prop = {k: v for k, v in spec.items() if k != "type"}
+        type_text = spec.get("type", "")
+        optional = isinstance(type_text, str) and type_text.replace(" ", "").endswith(",optional")
+        if isinstance(type_text, str) and type_text:
+            prop = {"type": _json_type(type_text.rsplit(",", 1)[0] if optional else type_text), **prop}
+        properties[pname] = prop
+        if not optional:
+            required.append(pname)
+    return {"type": "object", "properties": properties, "required": required}
+
+
+def normalize_tool(tool: Any, where: str) -> dict:
+    """A tool as {"name", "description", "parameters": JSON schema}, from xLAM or JSON-schema form."""
+    if isinstance(tool, Mapping) and isinstance(tool.get("function"), Mapping):
+        tool = tool["function"]  # the OpenAI wrapper {"type": "function", "function": {...}}
+    if not isinstance(tool, Mapping) or not isinstance(tool.get("name"), str) or not tool["name"]:
+        raise ValueError(f"{where}: each tool must be an object with a non-empty 'name', got {tool!r}")
+    params = tool.get("parameters", {})
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{where}: tool {tool['name']!r} parameters must be an object, got {params!r}")
+    # A JSON schema says {"type": "object", ...}; a flat xLAM map's values are all objects.
+    schema = _schema_types(params) if isinstance(params.get("type"), str) else _flat_parameters_to_schema(params, where)
+    return {"name": tool["name"], "description": str(tool.get("description", "")), "parameters": schema}
+
+
+def _parse_json_field(row: Mapping, key: str, where: str) -> Any:
+    if key not in row:
+        raise ValueError(f"{where}: missing field {key!r} (an xLAM row has 'query', 'tools', 'answers')")
+    value = row[key]
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: field {key!r} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    return value
+
+
+def _check_calls(calls: Any, tool_names: set[str], where: str) -> list[dict]:
+    if not isinstance(calls, list) or not calls:
+        raise ValueError(f"{where}: 'answers' must be a non-empty list of calls, got {calls!r}")
+    checked = []
+    for call in calls:
+        if not (isinstance(call, Mapping) and set(call) == {"name", "arguments"}
+                and isinstance(call["name"], str) and isinstance(call["arguments"], Mapping)):
+            raise ValueError(f"{where}: each answer must be {{\"name\": str, \"arguments\": object}}, got {call!r}")
+        if call["name"] not in tool_names:
+            raise ValueError(f"{where}: answer calls {call['name']!r}, which is not among the tools {sorted(tool_names)}")
+        checked.append({"name": call["name"], "arguments": dict(call["arguments"])})
+    return checked
+
+
+def function_calling_id(query: str, tools: Sequence[Mapping], answers: Sequence[Mapping]) -> str:
+    content = json.dumps({"query": query, "tools": list(tools), "answers": list(answers)},
+                         sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "fc-" + hashlib.sha1(content.encode()).hexdigest()[:16]
+
+
+def function_calling_instance(query: str, tools: Sequence[Any], answers: Sequence[Any],
+                              where: str = "instance", **extra: Any) -> Instance:
+    """Validated instance; `extra` (e.g. source_id) is kept in data but not in the id."""
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError(f"{where}: 'query' must be a non-empty string, got {query!r}")
+    if not isinstance(tools, (list, tuple)) or not tools:
+        raise ValueError(f"{where}: 'tools' must be a non-empty list, got {tools!r}")
+    tools = [normalize_tool(t, where) for t in tools]
+    answers = _check_calls(list(answers) if isinstance(answers, tuple) else answers, {t["name"] for t in tools}, where)
+    data = {"query": query, "tools": tools, "answers": answers, **extra}
+    return Instance(id=function_calling_id(query, tools, answers), data=data)
+
+
+def function_calling_from_row(row: Any, where: str) -> Instance:
+    row = require_mapping(row, where)
+    if "query" not in row:
+        raise ValueError(f"{where}: missing field 'query' (an xLAM row has 'query', 'tools', 'answers')")
+    tools = _parse_json_field(row, "tools", where)
+    answers = _parse_json_field(row, "answers", where)
+    extra = {"source_id": row["id"]} if "id" in row else {}
+    return function_calling_instance(row["query"], tools, answers, where, **extra)
+
+
+def load_function_calling(source: str | os.PathLike | Iterable[Mapping]) -> list[Instance]:
+    """Instances from an xLAM file (JSON array, JSONL, parquet) or a `datasets.Dataset`, in order."""
+    return [function_calling_from_row(row, where) for where, row in read_rows(source)]
+
+
+def to_xlam_row(instance: Instance) -> dict:
+    """The instance in the file layout (tools and answers as JSON strings), e.g. for a failure dataset."""
+    return {
+        "id": instance.id,
+        "query": instance.data["query"],
+        "tools": json.dumps(instance.data["tools"], ensure_ascii=False),
+        "answers": json.dumps(instance.data["answers"], ensure_ascii=False),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Seeded synthetic instances
+# ---------------------------------------------------------------------------
+
+def _tool(name: str, description: str, properties: dict, required: list[str]) -> dict:
+    return {"name": name, "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required}}
+
+
+SYNTHETIC_TOOLS = (
+    _tool("get_weather", "Current weather in a city.", {
+        "city": {"type": "string", "description": "City name."},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "description": "Temperature unit."},
+    }, ["city"]),
+    _tool("convert_currency", "Convert an amount of money between currencies.", {
+        "amount": {"type": "number", "description": "Amount to convert."},
+        "from_currency": {"type": "string", "description": "ISO code to convert from."},
+        "to_currency": {"type": "string", "description": "ISO code to convert to."},
+    }, ["amount", "from_currency", "to_currency"]),
+    _tool("set_alarm", "Set an alarm clock.", {
+        "hour": {"type": "integer", "description": "Hour, 0-23."},
+        "minute": {"type": "integer", "description": "Minute, 0-59."},
+        "label": {"type": "string", "description": "Optional label."},
+    }, ["hour", "minute"]),
+    _tool("find_flights", "Search flights between two airports on a date.", {
+        "origin": {"type": "string", "description": "IATA code of the departure airport."},
+        "destination": {"type": "string", "description": "IATA code of the arrival airport."},
+        "date": {"type": "string", "description": "Date as YYYY-MM-DD."},
+        "passengers": {"type": "integer", "description": "Number of passengers."},
+    }, ["origin", "destination", "date"]),
+    _tool("send_email", "Send an email.", {
+        "to": {"type": "string", "description": "Recipient address."},
+        "subject": {"type": "string", "description": "Subject line."},
+        "urgent": {"type": "boolean", "description": "Mark as urgent."},
+    }, ["to", "subject"]),
+)
+
+_CITIES = ("Paris", "Tokyo", "Lima", "Oslo", "Nairobi", "Toronto", "Hanoi", "Madrid")
+_CURRENCIES = ("USD", "EUR", "JPY", "GBP", "CHF", "INR")
+_AIRPORTS = ("JFK", "LHR", "CDG", "NRT", "SFO", "DXB", "SYD")
+_NAMES = ("ana", "bo", "chen", "dara", "eli", "femi")
+_SUBJECTS = ("Quarterly report", "Lunch on Friday", "Server outage", "Welcome aboard")
+_LABELS = ("gym", "meeting", "medicine", "school run")
+
+
+def _synthetic_call(rng: random.Random, tool_name: str) -> tuple[str, dict]:
+    """(request sentence, gold arguments) for one call; every argument value is stated in the sentence."""
+    if tool_name == "get_weather":
+        city = rng.choice(_CITIES)
+        if rng.random() < 0.5:
+            return f"what is the weather in {city}", {"city": city}
+        unit = rng.choice(("celsius", "fahrenheit"))
+        return f"what is the weather in {city} in {unit}", {"city": city, "unit": unit}
+    if tool_name == "convert_currency":
+        amount = rng.choice((rng.randint(1, 5000), round(rng.uniform(1, 500), 2)))
+        src, dst = rng.sample(_CURRENCIES, 2)
+        return f"convert {amount} {src} to {dst}", {"amount": amount, "from_currency": src, "to_currency": dst}
+    if tool_name == "set_alarm":
+        hour, minute = rng.randint(0, 23), rng.randint(0, 59)
+        if rng.random() < 0.5:
+            return f"set an alarm for {hour:02d}:{minute:02d}", {"hour": hour, "minute": minute}
+        label = rng.choice(_LABELS)
+        return (f"set an alarm for {hour:02d}:{minute:02d} labelled '{label}'",
+                {"hour": hour, "minute": minute, "label": label})
+    if tool_name == "find_flights":
+        origin, destination = rng.sample(_AIRPORTS, 2)
+        date = f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        args = {"origin": origin, "destination": destination, "date": date}
+        sentence = f"find flights from {origin} to {destination} on {date}"
+        if rng.random() < 0.5:
+            args["passengers"] = rng.randint(2, 6)
+            sentence += f" for {args['passengers']} passengers"
+        return sentence, args
+    if tool_name == "send_email":
+        to, subject = f"{rng.choice(_NAMES)}@example.com", rng.choice(_SUBJECTS)
+        if rng.random() < 0.5:
+            return f"send an email to {to} with the subject '{subject}'", {"to": to, "subject": subject}
+        return (f"send an urgent email to {to} with the subject '{subject}'",
+                {"to": to, "subject": subject, "urgent": True})
+    raise ValueError(f"no synthetic generator for tool {tool_name!r}")
+
+
+def generate_function_calling(n: int, seed: int = 0) -> list[Instance]:
+    """`n` distinct instances: one or two calls, the called tools plus up to two distractors offered."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(seed)
+    by_name = {t["name"]: t for t in SYNTHETIC_TOOLS}
+    instances: list[Instance] = []
+    seen: set[str] = set()
+    for _ in range(100 * n + 1000):
+        if len(instances) == n:
+            break
+        called = rng.sample(sorted(by_name), rng.choice((1, 1, 2)))
+        sentences, answers = [], []
+        for name in called:
+            sentence, args = _synthetic_call(rng, name)
+            sentences.append(sentence)
+            answers.append({"name": name, "arguments": args})
+        query = " and ".join(sentences)
+        query = query[0].upper() + query[1:] + "."
+        distractors = rng.sample([k for k in sorted(by_name) if k not in called], rng.randint(0, 2))
+        offered = called + distractors
+        rng.shuffle(offered)
+        instance = function_calling_instance(query, [by_name[k] for k in offered], answers)
+        if instance.id not in seen:
+            seen.add(instance.id)
+            instances.append(instance)
+    if len(instances) < n:
+        raise ValueError(f"the synthetic generator gave only {len(instances)} distinct instances of the {n} asked for")
+    return instances
+
+
+def function_calling_prompt(instance: Instance, config: PromptConfig) -> Prompt:
+    """Tools written into the last user turn and given as `tools` too (r3fast.prompts says which is used)."""
+    task_text = function_calling_user_turn(instance.data["query"], config)
+    tools_text = render_tools_text(instance.data["tools"], config)
+    turns = function_calling_demo_turns(instance.id, config)
+    return Prompt(
+        messages=chat_messages(config, turns, tools_then_task(tools_text, task_text)),
+        tools=openai_tools(instance.data["tools"]),
+        task_text=task_text,
+        tools_text=tools_text,
+    )
+
+
+@dataclass
+class FunctionCallingTask:
+    name: str = "function_calling"
+    prompt_config: PromptConfig = field(default_factory=PromptConfig)
+
+    def prompt(self, instance: Instance) -> Prompt:
+        return function_calling_prompt(instance, self.prompt_config)
+
+    def verify(self, instance: Instance, text: str) -> bool:
+        from r3fast.verify import check_function_calls
+
+        return check_function_calls(text, instance.data["answers"])
+
+    def explain(self, instance: Instance, text: str):
+        from r3fast.verify import explain_function_calls
+
+        return explain_function_calls(text, instance.data["answers"])
