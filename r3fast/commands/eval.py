@@ -1,0 +1,69 @@
+"""`r3fast eval`: first-try and second-try (after one reflection) accuracy of a model on a task."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_task_model_args(p) -> None:
+    """Flags shared by `r3fast eval` and `r3fast failures`: which task, which instances, which model."""
+    p.add_argument("--task", required=True, help="task name: countdown, countdown-easy, function_calling, bfcl, fncall-synthetic")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="named model (smollm2-135m-instruct, tiny-random) or a local HF folder")
+    p.add_argument("--n", type=int, default=200, help="instances: generated, or sampled from --source / the BFCL data")
+    p.add_argument("--seed", type=int, default=0, help="seed of instance generation/sampling and of sampled turns")
+    p.add_argument("--source", default=None, help="dataset file for countdown/function_calling (TinyZero or xLAM layout)")
+    p.add_argument("--categories", default=None, help="bfcl: comma-separated categories (default simple_python)")
+    p.add_argument("--num-demos", type=int, default=None, help="few-shot demonstrations in the task prompt (default: the task's)")
+    p.add_argument("--engine", default="hf", choices=("auto", "hf", "vllm"), help="rollout engine (auto: vllm when importable)")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences decoded together (hf engine)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="token budget of attempts and retries")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="output file")
+
+
+def load_task_and_instances(args):
+    """(task, instances) from the shared flags."""
+    from r3fast.tasks import get_task, load_instances
+
+    prompt_options = {} if args.num_demos is None else {"num_demos": args.num_demos}
+    task = get_task(args.task, **prompt_options)
+    options = {}
+    if args.categories is not None:
+        if args.task != "bfcl":
+            raise ValueError("--categories applies to --task bfcl only")
+        options["categories"] = [c.strip() for c in args.categories.split(",") if c.strip()]
+    instances = load_instances(args.task, n=args.n, seed=args.seed, source=args.source, **options)
+    if not instances:
+        raise ValueError(f"task {args.task!r} gave no instances (n={args.n}, source={args.source!r})")
+    return task, instances
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="first-try and second-try accuracy of a model on a task")
+    add_task_model_args(p)
+    p.add_argument("--reflection-max-new-tokens", type=int, default=64, help="token budget of the reflection")
+    p.add_argument("--reflection-temperature", type=float, default=0.0, help="0: greedy reflection (deterministic)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from dataclasses import replace
+
+    from r3fast.evaluate import EVAL_REFLECT, evaluate, format_report, make_engine
+
+    task, instances = load_task_and_instances(args)
+    config = replace(
+        EVAL_REFLECT,
+        attempt_max_new_tokens=args.max_new_tokens,
+        reflection_max_new_tokens=args.reflection_max_new_tokens,
+        reflection_temperature=args.reflection_temperature,
+        seed=args.seed,
+    )
+    engine, tokenizer = make_engine(args.engine, args.model, batch_size=args.batch_size)
+    report = evaluate(engine, tokenizer, task, instances, config, progress=not args.no_progress)
+    report = {"model": args.model, "seed": args.seed, "engine": args.engine, **report}
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    print(format_report(report))
+    print(f"wrote {args.out}")
+    return 0

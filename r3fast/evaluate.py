@@ -1,0 +1,129 @@
+"""How well a model does a task on the first try, and on the second try after one self-reflection.
+
+    report = evaluate(engine, tokenizer, task, instances, ReflectConfig(group_size=1, reflection_temperature=0))
+    report["first_try_accuracy"], report["second_try_accuracy"]
+
+Second try = the first try, or, for a failure, one reflection and one retry (greedy by default).
+It is the paper's headline number: what reflection alone buys before any training.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+
+from r3fast.reflect import ReflectConfig, reflect_retry
+from r3fast.rollout.base import GenerationStats, RolloutEngine
+from r3fast.tasks.base import Instance, Task
+
+# The evaluation's own defaults: one greedy reflection, so the number is deterministic.
+EVAL_REFLECT = ReflectConfig(group_size=1, reflection_temperature=0.0)
+
+
+def make_engine(engine: str, model: str, *, batch_size: int = 16):
+    """(RolloutEngine, tokenizer) for a model name or folder; `engine` as in r3fast.rollout.resolve_engine."""
+    from r3fast.models import load, materialize
+    from r3fast.rollout import resolve_engine
+
+    kind = resolve_engine(engine)
+    if kind == "vllm":
+        from transformers import AutoTokenizer
+
+        from r3fast.rollout.vllm import VLLMEngine
+
+        path = materialize(model)
+        return VLLMEngine(path), AutoTokenizer.from_pretrained(path)
+    from r3fast.rollout.hf import HFEngine
+
+    hf_model, tokenizer = load(model)
+    return HFEngine(hf_model, tokenizer, batch_size=batch_size), tokenizer
+
+
+def evaluate(
+    engine: RolloutEngine,
+    tokenizer,
+    task: Task,
+    instances: Sequence[Instance],
+    config: ReflectConfig = EVAL_REFLECT,
+    *,
+    chunk_size: int = 32,
+    progress: bool = True,
+) -> dict:
+    """First- and second-try accuracy over `instances`, in chunks of `chunk_size` (for the progress bar)."""
+    from tqdm import tqdm
+
+    if not instances:
+        raise ValueError("evaluate needs at least one instance")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    stats = {step: GenerationStats() for step in ("attempt", "reflection", "retry")}
+    first_codes: Counter = Counter()
+    retry_codes: Counter = Counter()
+    first_passed = rescued = 0
+    start = time.perf_counter()
+    with tqdm(total=len(instances), desc=f"eval {task.name}", unit="task", disable=not progress) as bar:
+        for begin in range(0, len(instances), chunk_size):
+            chunk = instances[begin : begin + chunk_size]
+            # a distinct seed per chunk keeps sampled reflections independent across chunks
+            result = reflect_retry(engine, tokenizer, task, chunk, replace(config, seed=config.seed + begin))
+            first_passed += result.first_try_passed
+            rescued += result.retry_passed_groups
+            first_codes.update(result.first_codes)
+            retry_codes.update(result.retry_codes)
+            for step, s in result.stats.items():
+                stats[step].prompt_tokens += s.prompt_tokens
+                stats[step].generated_tokens += s.generated_tokens
+                stats[step].seconds += s.seconds
+            bar.update(len(chunk))
+            bar.set_postfix(first=f"{first_passed / (begin + len(chunk)):.2f}")
+    n = len(instances)
+    total = GenerationStats(
+        sum(s.prompt_tokens for s in stats.values()),
+        sum(s.generated_tokens for s in stats.values()),
+        sum(s.seconds for s in stats.values()),
+    )
+    return {
+        "task": task.name,
+        "n": n,
+        "first_try_accuracy": first_passed / n,
+        "second_try_accuracy": (first_passed + rescued) / n,
+        "counts": {
+            "instances": n,
+            "first_try_passed": first_passed,
+            "first_try_failed": n - first_passed,
+            "retry_passed": rescued,  # failures rescued by reflection + retry (any of the group's retries)
+            "second_try_passed": first_passed + rescued,
+        },
+        "first_try_verdicts": dict(sorted(first_codes.items())),
+        "retry_verdicts": dict(sorted(retry_codes.items())),
+        "tokens_per_second": total.tokens_per_second,
+        "generation": {
+            step: {**asdict(s), "tokens_per_second": s.tokens_per_second} for step, s in {**stats, "total": total}.items()
+        },
+        "reflect_config": {k: v for k, v in asdict(config).items() if k != "prompts"},
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def format_report(report: dict) -> str:
+    """The report as a small table for the terminal."""
+    c = report["counts"]
+    rows = [
+        ("task", report["task"]),
+        ("instances", c["instances"]),
+        ("first try", f"{report['first_try_accuracy']:.3f}  ({c['first_try_passed']}/{c['instances']})"),
+        ("second try", f"{report['second_try_accuracy']:.3f}  ({c['second_try_passed']}/{c['instances']})"),
+        ("rescued by reflection", f"{c['retry_passed']}/{c['first_try_failed']}"),
+        ("first-try verdicts", _codes(report["first_try_verdicts"])),
+        ("retry verdicts", _codes(report["retry_verdicts"])),
+        ("tokens/s", f"{report['tokens_per_second']:.1f}"),
+        ("seconds", f"{report['seconds']:.1f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _codes(codes: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in codes.items()) or "-"

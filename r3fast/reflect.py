@@ -1,0 +1,311 @@
+"""Reflect, retry, reward: the loop that turns failed attempts into training episodes.
+
+    result = reflect_retry(engine, tokenizer, task, instances, ReflectConfig(group_size=4))
+    result.episodes            # one per reflection, advantages set; result.training_episodes() to train on
+
+Each step is a plain function over plain data, so a trainer or an evaluation can run any prefix:
+
+1. `first_attempts`: template each task prompt with the tokenizer's chat template, generate, verify.
+2. `sample_reflections`: for failures only, continue the chat with the failed attempt (assistant)
+   and the reflection request (user), and sample G reflections: one GRPO group per failure.
+3. `retry_after_reflections`: continue each chat with its reflection (assistant) and a retry
+   request that restates the task, generate one retry per reflection, verify: reward 1 on a pass.
+4. `build_episodes`: `context_ids` is exactly the prompt the engine was given for the reflection
+   and `reflection_ids` exactly the tokens it sampled, so `context_ids + reflection_ids` is what the
+   model saw and the loss mask covers nothing but the reflection (no re-tokenisation of its text).
+5. `group_advantages`: groups whose rewards are all equal carry no signal; they are counted, and
+   `training_episodes()` leaves them out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from r3fast.advantages import group_advantages
+from r3fast.episode import Episode
+from r3fast.prompts import (
+    ReflectionPrompts,
+    chat_template_inputs,
+    reflection_turn,
+    retry_turn,
+    template_takes_tools,
+)
+from r3fast.rollout.base import Completion, GenerationStats, RolloutEngine, SamplingParams
+from r3fast.tasks.base import Instance, Task
+
+
+@dataclass
+class ReflectConfig:
+    group_size: int = 4                    # G: reflections sampled per failed attempt (one GRPO group)
+    attempt_max_new_tokens: int = 128      # budget of first attempts and retries
+    attempt_temperature: float = 0.0       # first attempts: greedy finds what the model reliably fails
+    reflection_max_new_tokens: int = 64    # budget of a self-reflection (96 tokens at T=1 read as noise)
+    reflection_temperature: float = 0.7    # reflections must differ within a group, yet stay coherent
+    retry_temperature: float = 0.0         # greedy retries: the reward measures the reflection, not luck
+    top_p: float = 1.0                     # nucleus mass for sampled turns
+    scale_rewards: bool = True             # divide advantages by the group std (False: Dr. GRPO)
+    seed: int = 0                          # sampling seed; each step derives its own from it
+    prompts: ReflectionPrompts = field(default_factory=ReflectionPrompts)  # reflection and retry turns
+
+    def __post_init__(self) -> None:
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+
+    def attempt_params(self, seed_offset: int = 0) -> SamplingParams:
+        return SamplingParams(self.attempt_max_new_tokens, self.attempt_temperature, self.top_p, 1, (), self.seed + seed_offset)
+
+    def reflection_params(self) -> SamplingParams:
+        return SamplingParams(
+            self.reflection_max_new_tokens, self.reflection_temperature, self.top_p, self.group_size, (), self.seed + 1
+        )
+
+    def retry_params(self) -> SamplingParams:
+        return SamplingParams(self.attempt_max_new_tokens, self.retry_temperature, self.top_p, 1, (), self.seed + 2)
+
+
+# -- plain data between the steps --------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """A first attempt at one instance, and the conversation that produced it."""
+
+    instance: Instance
+    messages: list[dict[str, str]]         # chat turns up to the task's user turn
+    tools: list[dict] | None               # passed to the chat template when it takes tools
+    task_text: str                         # the task statement the retry restates
+    prompt_ids: list[int]
+    completion: Completion
+    passed: bool
+    code: str                              # verdict code (PASS, NO_ANSWER, ...)
+
+
+@dataclass
+class Reflection:
+    attempt: Attempt
+    group_id: int
+    context_ids: list[int]                 # the prompt the reflection was sampled from
+    completion: Completion
+
+
+@dataclass
+class Retry:
+    reflection: Reflection
+    prompt_ids: list[int]
+    completion: Completion
+    passed: bool
+    code: str
+
+
+@dataclass
+class ReflectResult:
+    attempts: list[Attempt]                # every first attempt, in instance order
+    episodes: list[Episode]                # one per reflection, grouped by failed attempt
+    flat_groups: list[int]                 # group ids with all-equal rewards: no signal, not trained on
+    first_codes: Counter                   # verdict codes of first attempts
+    retry_codes: Counter                   # verdict codes of retries
+    stats: dict[str, GenerationStats]      # per step: "attempt", "reflection", "retry"
+
+    @property
+    def n(self) -> int:
+        return len(self.attempts)
+
+    @property
+    def first_try_passed(self) -> int:
+        return sum(a.passed for a in self.attempts)
+
+    @property
+    def failed(self) -> int:
+        return self.n - self.first_try_passed
+
+    @property
+    def retry_passed_groups(self) -> int:
+        """Failed instances whose group holds at least one passing retry."""
+        return len({e.group_id for e in self.episodes if e.retry_verdict})
+
+    def training_episodes(self) -> list[Episode]:
+        flat = set(self.flat_groups)
+        return [e for e in self.episodes if e.group_id not in flat]
+
+
+# -- templating ---------------------------------------------------------------------------
+
+
+def chat_ids(tokenizer, messages: Sequence[dict[str, str]], tools: list[dict] | None = None) -> list[int]:
+    """Token ids of `messages` under the tokenizer's chat template, ending with the generation prompt.
+
+    Rendered to text first and encoded without extra special tokens: templates write their own
+    BOS, and encoding the text is the same path for every tokenizer class.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat_template: r3fast prompts are chat conversations")
+    kwargs = {"tools": tools} if tools else {}
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False, **kwargs)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def reflection_messages(attempt: Attempt, prompts: ReflectionPrompts) -> list[dict[str, str]]:
+    return [*attempt.messages, {"role": "assistant", "content": attempt.completion.text}, reflection_turn(prompts)]
+
+
+def retry_messages(reflection: Reflection, prompts: ReflectionPrompts) -> list[dict[str, str]]:
+    attempt = reflection.attempt
+    return [
+        *reflection_messages(attempt, prompts),
+        {"role": "assistant", "content": reflection.completion.text},
+        retry_turn(attempt.task_text, prompts),
+    ]
+
+
+def _timed_generate(
+    engine: RolloutEngine, prompts: list[list[int]], params: SamplingParams, stats: GenerationStats
+) -> list[list[Completion]]:
+    if not prompts:
+        return []
+    start = time.perf_counter()
+    out = engine.generate(prompts, params)
+    stats.seconds += time.perf_counter() - start
+    stats.prompt_tokens += sum(len(p) for p in prompts)
+    stats.generated_tokens += sum(len(c.token_ids) for cs in out for c in cs)
+    return out
+
+
+# -- the steps ----------------------------------------------------------------------------
+
+
+def first_attempts(
+    engine: RolloutEngine,
+    tokenizer,
+    task: Task,
+    instances: Sequence[Instance],
+    params: SamplingParams,
+    stats: GenerationStats | None = None,
+) -> list[Attempt]:
+    """Step 1: one attempt per instance (params.n must be 1), verified."""
+    if params.n != 1:
+        raise ValueError(f"first attempts take one sample per instance, got n={params.n}")
+    takes_tools = template_takes_tools(getattr(tokenizer, "chat_template", None))
+    conversations = []
+    for instance in instances:
+        prompt = task.prompt(instance)
+        messages, tools = chat_template_inputs(prompt, takes_tools)
+        conversations.append((instance, messages, tools, prompt.task_text, chat_ids(tokenizer, messages, tools)))
+    outs = _timed_generate(engine, [c[4] for c in conversations], params, stats or GenerationStats())
+    attempts = []
+    for (instance, messages, tools, task_text, ids), (completion,) in zip(conversations, outs, strict=True):
+        passed, code = _judge(task, instance, completion.text)
+        attempts.append(Attempt(instance, messages, tools, task_text, ids, completion, passed, code))
+    return attempts
+
+
+def sample_reflections(
+    engine: RolloutEngine,
+    tokenizer,
+    failed: Sequence[Attempt],
+    params: SamplingParams,
+    prompts: ReflectionPrompts,
+    stats: GenerationStats | None = None,
+) -> list[Reflection]:
+    """Step 2: params.n reflections per failed attempt; group id = index of the attempt in `failed`."""
+    contexts = [chat_ids(tokenizer, reflection_messages(a, prompts), a.tools) for a in failed]
+    outs = _timed_generate(engine, contexts, params, stats or GenerationStats())
+    return [
+        Reflection(attempt, group_id, context, completion)
+        for group_id, (attempt, context, completions) in enumerate(zip(failed, contexts, outs, strict=True))
+        for completion in completions
+    ]
+
+
+def retry_after_reflections(
+    engine: RolloutEngine,
+    tokenizer,
+    task: Task,
+    reflections: Sequence[Reflection],
+    params: SamplingParams,
+    prompts: ReflectionPrompts,
+    stats: GenerationStats | None = None,
+) -> list[Retry]:
+    """Step 3: one retry per reflection (params.n must be 1), verified."""
+    if params.n != 1:
+        raise ValueError(f"retries take one sample per reflection, got n={params.n}")
+    contexts = [chat_ids(tokenizer, retry_messages(r, prompts), r.attempt.tools) for r in reflections]
+    outs = _timed_generate(engine, contexts, params, stats or GenerationStats())
+    retries = []
+    for reflection, context, (completion,) in zip(reflections, contexts, outs, strict=True):
+        passed, code = _judge(task, reflection.attempt.instance, completion.text)
+        retries.append(Retry(reflection, context, completion, passed, code))
+    return retries
+
+
+def build_episodes(retries: Sequence[Retry]) -> list[Episode]:
+    """Step 4: one Episode per reflection, reward 1.0 when its retry passed (advantages not yet set)."""
+    episodes = []
+    for retry in retries:
+        reflection, attempt = retry.reflection, retry.reflection.attempt
+        episodes.append(
+            Episode(
+                instance_id=attempt.instance.id,
+                group_id=reflection.group_id,
+                context_ids=list(reflection.context_ids),
+                reflection_ids=list(reflection.completion.token_ids),
+                reflection_logprobs=list(reflection.completion.logprobs),
+                reflection_text=reflection.completion.text,
+                first_attempt_text=attempt.completion.text,
+                first_verdict=attempt.passed,
+                retry_context_ids=list(retry.prompt_ids),
+                retry_ids=list(retry.completion.token_ids),
+                retry_text=retry.completion.text,
+                retry_verdict=retry.passed,
+                reward=1.0 if retry.passed else 0.0,
+            )
+        )
+    return episodes
+
+
+def assign_advantages(episodes: Sequence[Episode], *, scale_rewards: bool = True) -> list[int]:
+    """Step 5: set each episode's group-normalised advantage; returns the group ids with no signal."""
+    result = group_advantages([e.reward for e in episodes], [e.group_id for e in episodes], scale_std=scale_rewards)
+    for episode, advantage in zip(episodes, result.advantages, strict=True):
+        episode.advantage = advantage
+    return result.flat_groups
+
+
+def reflect_retry(
+    engine: RolloutEngine,
+    tokenizer,
+    task: Task,
+    instances: Sequence[Instance],
+    config: ReflectConfig | None = None,
+    *,
+    attempts: Sequence[Attempt] | None = None,
+) -> ReflectResult:
+    """Steps 1-5 over `instances`. Pass `attempts` to reuse first attempts made elsewhere."""
+    config = config or ReflectConfig()
+    stats = {step: GenerationStats() for step in ("attempt", "reflection", "retry")}
+    if attempts is None:
+        attempts = first_attempts(engine, tokenizer, task, instances, config.attempt_params(), stats["attempt"])
+    failed = [a for a in attempts if not a.passed]
+    reflections = sample_reflections(
+        engine, tokenizer, failed, config.reflection_params(), config.prompts, stats["reflection"]
+    )
+    retries = retry_after_reflections(
+        engine, tokenizer, task, reflections, config.retry_params(), config.prompts, stats["retry"]
+    )
+    episodes = build_episodes(retries)
+    flat = assign_advantages(episodes, scale_rewards=config.scale_rewards)
+    return ReflectResult(
+        attempts=list(attempts),
+        episodes=episodes,
+        flat_groups=flat,
+        first_codes=Counter(a.code for a in attempts),
+        retry_codes=Counter(r.code for r in retries),
+        stats=stats,
+    )
+
+
+def _judge(task: Task, instance: Instance, text: str) -> tuple[bool, str]:
+    passed = bool(task.verify(instance, text))
+    return passed, task.explain(instance, text).code

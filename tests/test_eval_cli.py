@@ -1,0 +1,87 @@
+"""`r3fast eval` and `r3fast failures` end to end on tiny-random, and their errors on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from r3fast.cli import main
+from r3fast.evaluate import format_report
+
+SMALL = ["--model", "tiny-random", "--n", "3", "--max-new-tokens", "4", "--batch-size", "4", "--no-progress"]
+
+
+def test_eval_writes_valid_json(tiny_model, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--task", "countdown-easy", *SMALL, "--reflection-max-new-tokens", "3", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    counts = report["counts"]
+    assert report["task"] == "countdown-easy" and report["model"] == "tiny-random" and report["n"] == 3
+    assert counts["instances"] == 3
+    assert counts["first_try_passed"] + counts["first_try_failed"] == 3
+    assert counts["second_try_passed"] == counts["first_try_passed"] + counts["retry_passed"]
+    assert report["first_try_accuracy"] == counts["first_try_passed"] / 3
+    assert report["second_try_accuracy"] == counts["second_try_passed"] / 3
+    assert 0 <= report["first_try_accuracy"] <= report["second_try_accuracy"] <= 1
+    assert sum(report["first_try_verdicts"].values()) == 3
+    assert sum(report["retry_verdicts"].values()) == counts["first_try_failed"]  # one greedy reflection each
+    gen = report["generation"]
+    assert gen["attempt"]["generated_tokens"] <= 3 * 4 and gen["reflection"]["generated_tokens"] <= 3 * counts["first_try_failed"]
+    assert gen["total"]["generated_tokens"] == sum(gen[s]["generated_tokens"] for s in ("attempt", "reflection", "retry"))
+    assert report["tokens_per_second"] > 0
+    printed = capsys.readouterr().out
+    assert "first try" in printed and "second try" in printed and str(out) in printed
+    assert format_report(report).splitlines()[0].split() == ["task", "countdown-easy"]
+
+
+def test_eval_function_calling_tasks(tiny_model, tmp_path):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--task", "bfcl", "--categories", "simple_python", *SMALL, "--reflection-max-new-tokens", "2",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["task"] == "bfcl" and report["n"] == 3
+    assert sum(report["first_try_verdicts"].values()) == 3
+
+
+def test_failures_writes_a_loadable_dataset(tiny_model, tmp_path, capsys):
+    from r3fast.failures import read_failures
+    from r3fast.tasks import load_instances
+
+    out = tmp_path / "failures.jsonl"
+    assert main(["failures", "--task", "countdown-easy", *SMALL, "--seed", "5", "--out", str(out)]) == 0
+    failures = read_failures(out, task="countdown-easy")
+    expected = {i.id: i.data for i in load_instances("countdown-easy", n=3, seed=5)}
+    assert len(failures) == 3  # a random model never answers in tags
+    for f in failures:
+        assert expected[f.instance.id] == f.instance.data and f.verdict != "PASS"
+    assert "3/3 instances failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "--task", "no-such-task"], "unknown task 'no-such-task'"),
+        (["eval", "--task", "countdown-easy", "--model", "no-such-model"], r"'no-such-model'.*tiny-random"),
+        (["eval", "--task", "countdown", "--source", "/nonexistent/data.jsonl"], "/nonexistent/data.jsonl"),
+        (["eval", "--task", "countdown", "--categories", "simple_python"], "--categories applies to --task bfcl"),
+        (["failures", "--task", "nope"], "unknown task 'nope'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
+    rc = main([*args, "--n", "2", "--no-progress", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("r3fast") and len(err.strip().splitlines()) == 1
+    import re
+
+    assert re.search(message, err), err
+    assert not (tmp_path / "x").exists()
+
+
+def test_malformed_source_rows_name_file_and_line(tmp_path, capsys):
+    data = tmp_path / "cd.jsonl"
+    data.write_text('{"nums": [1, 2], "target": 3}\n{"nums": "oops"}\n')
+    rc = main(["eval", "--task", "countdown", "--source", str(data), "--n", "2", "--no-progress", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cd.jsonl" in err and ":2" in err, err
