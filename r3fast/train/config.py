@@ -1,0 +1,300 @@
+"""The one configuration tree of `r3fast train`, loaded from YAML with dotted overrides.
+
+    cfg = load_config(preset="countdown-cpu", overrides=["loss.beta=0.001", "rollout.group_size=8"])
+
+Every field has a default and a one-line comment. Values are checked up front: an unknown key or
+a bad value stops with a ValueError naming the key and what it accepts, before any model loads.
+Precedence, lowest first: dataclass defaults, the preset, the --config file, the overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PRESET = "countdown-cpu"
+
+
+def choice(default: str, *allowed: str) -> Any:
+    """A string field restricted to `allowed` (the default first)."""
+    return field(default=default, metadata={"choices": (default, *allowed)})
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m-instruct"   # r3fast.models name (smollm2-135m-instruct, tiny-random) or a local HF folder
+    dtype: str = choice("float32", "bfloat16")  # dtype of the trained weights (bf16 on GPUs; CPU wants fp32)
+    device: str = choice("auto", "cpu", "cuda")  # auto: this rank's CUDA device when there is one, else CPU
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
+
+
+@dataclass
+class TaskConfig:
+    name: str = "countdown-easy"           # r3fast.tasks name (countdown, countdown-easy, function_calling, ...)
+    path: str = ""                         # task data file, for tasks read from disk (xLAM JSONL, TinyZero parquet)
+    num_demos: int = 1                     # few-shot chat demonstrations before each task (0: zero-shot)
+    rotate_demos: bool = False             # vary the demonstrations per instance (else always the first ones)
+    reflection_request: str = ""           # user turn asking for a reflection; empty: r3fast.prompts' default
+    retry_request: str = ""                # user turn asking for the retry, with {task}; empty: the default
+
+
+@dataclass
+class DataConfig:
+    source: str = choice("online", "offline")  # online: mine failures as training goes; offline: read failures_path
+    failures_path: str = ""                # failure dataset JSONL written by `r3fast failures` (source=offline)
+    prompts_per_step: int = 8              # failed prompts per training step, all ranks together (each is a group)
+    mining_batch: int = 32                 # fresh instances one online mining round attempts, per rank
+    seed: int = 0                          # seed of the training instance stream and its order
+    eval_size: int = 100                   # held-out instances for the before/after evaluation (0: skip it)
+    eval_seed: int = 1_000_003             # seed of the held-out instances: never drawn for training
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = choice("auto", "hf", "vllm")  # auto: vllm when importable, else transformers
+    group_size: int = 4                    # G: reflections sampled per failed prompt (one GRPO group)
+    attempt_max_new_tokens: int = 64       # budget of first attempts (online mining) and retries
+    attempt_temperature: float = 0.0       # first attempts: greedy finds what the model reliably fails
+    reflection_max_new_tokens: int = 48    # budget of a self-reflection: the span that gets the loss
+    reflection_temperature: float = 0.7    # reflections must differ within a group, yet stay coherent
+    retry_temperature: float = 0.0         # greedy retries: the reward measures the reflection, not luck
+    top_p: float = 1.0                     # nucleus mass for sampled turns
+    batch_size: int = 32                   # prompts the engine decodes at once
+    gpu_memory_utilization: float = 0.3    # vLLM only: share of GPU memory for its KV cache (colocated)
+
+
+@dataclass
+class LossConfig:
+    loss_type: str = choice("grpo", "bnpo", "dr_grpo", "dapo")  # normalisation, as TRL's GRPOTrainer defines it
+    beta: float = 0.0                      # k3 KL weight against a frozen reference (the paper: 0.001); 0 loads none
+    eps_low: float = 0.2                   # ratio clipped below at 1 - eps_low
+    eps_high: float = 0.2                  # ratio clipped above at 1 + eps_high (DAPO: 0.28)
+    num_iterations: int = 1                # mu: optimizer steps on each generated batch (>1 uses importance ratios)
+    micro_batch_size: int = 8              # sequences per forward/backward; the rest is gradient accumulation
+    old_logp: str = choice("trainer", "engine")  # trainer: the policy's, from the first pass over a batch; engine: the sampler's
+    scale_rewards: bool = True             # divide group advantages by the group std (False: Dr. GRPO)
+    backend: str = choice("auto", "torch", "triton")  # fused loss implementation (auto: triton on CUDA)
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 1e-6                       # peak AdamW learning rate
+    weight_decay: float = 0.0              # AdamW decoupled weight decay
+    beta1: float = 0.9                     # AdamW first-moment decay
+    beta2: float = 0.99                    # AdamW second-moment decay
+    eps: float = 1e-8                      # AdamW denominator epsilon
+    max_grad_norm: float = 1.0             # clip the global gradient norm to this (0: no clipping)
+
+
+@dataclass
+class ScheduleConfig:
+    steps: int = 100                       # training steps (each: one batch of groups, num_iterations updates)
+    warmup_steps: int = 0                  # linear warm-up from 0 over these steps
+    lr_schedule: str = choice("constant", "cosine")  # after warm-up
+    min_lr_ratio: float = 0.1              # cosine ends at lr * min_lr_ratio
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 50                        # save every N steps (0: only at the end); the last step always saves
+    keep_last: int = 2                     # valid checkpoints kept; older ones are deleted
+
+
+@dataclass
+class LoggingConfig:
+    progress: bool = True                  # tqdm progress bars with ETA
+    tensorboard: bool = True               # also write TensorBoard events when tensorboard is installed
+    wandb: bool = False                    # also log to Weights & Biases (needs wandb and a network)
+    wandb_project: str = "r3fast"          # W&B project name
+    print_every: int = 1                   # print a one-line summary every N steps
+
+
+@dataclass
+class DistributedConfig:
+    strategy: str = choice("ddp", "fsdp2")  # how torchrun ranks hold the policy: replicated (DDP) or sharded (FSDP2)
+    backend: str = choice("auto", "gloo", "nccl")  # auto: nccl on CUDA, gloo on CPU
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0                          # seeds python, numpy, torch and the samplers
+    deterministic: bool = False            # torch.use_deterministic_algorithms: bit-reproducible on CPU, slower
+    threads: int = 0                       # torch CPU threads per rank (0: this node's cores / its ranks)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+
+# Ranges checked after loading: key -> (predicate, what is expected).
+_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "threads": (lambda v: v >= 0, ">= 0"),
+    "task.num_demos": (lambda v: v >= 0, ">= 0"),
+    "data.prompts_per_step": (lambda v: v >= 1, ">= 1"),
+    "data.mining_batch": (lambda v: v >= 1, ">= 1"),
+    "data.eval_size": (lambda v: v >= 0, ">= 0"),
+    "rollout.group_size": (lambda v: v >= 2, ">= 2 (a group of one has no baseline)"),
+    "rollout.attempt_max_new_tokens": (lambda v: v >= 1, ">= 1"),
+    "rollout.reflection_max_new_tokens": (lambda v: v >= 1, ">= 1"),
+    "rollout.attempt_temperature": (lambda v: v >= 0, ">= 0"),
+    "rollout.reflection_temperature": (lambda v: v > 0, "> 0 (greedy reflections would all be equal)"),
+    "rollout.retry_temperature": (lambda v: v >= 0, ">= 0"),
+    "rollout.top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "rollout.batch_size": (lambda v: v >= 1, ">= 1"),
+    "rollout.gpu_memory_utilization": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "loss.beta": (lambda v: v >= 0, ">= 0"),
+    "loss.eps_low": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "loss.eps_high": (lambda v: v >= 0, ">= 0"),
+    "loss.num_iterations": (lambda v: v >= 1, ">= 1"),
+    "loss.micro_batch_size": (lambda v: v >= 1, ">= 1"),
+    "optimizer.lr": (lambda v: v > 0, "> 0"),
+    "optimizer.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "optimizer.beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optimizer.beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optimizer.eps": (lambda v: v > 0, "> 0"),
+    "optimizer.max_grad_norm": (lambda v: v >= 0, ">= 0"),
+    "schedule.steps": (lambda v: v >= 1, ">= 1"),
+    "schedule.warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "schedule.min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "checkpoint.every": (lambda v: v >= 0, ">= 0"),
+    "checkpoint.keep_last": (lambda v: v >= 1, ">= 1"),
+    "logging.print_every": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _coerce(key: str, value: Any, expected: type, f: dataclasses.Field) -> Any:
+    """`value` as the field's type, or a ValueError naming `key` and what it accepts."""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-6" (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
+    if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # a folder or model name that happens to parse as a number
+    if value is None and expected is str:
+        value = ""
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ValueError(f"config key {key!r} expects {expected.__name__}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ValueError(f"config key {key!r} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _apply(obj: Any, values: dict, prefix: str, source: str) -> None:
+    if not isinstance(values, dict):
+        raise ValueError(f"{source}: {prefix.rstrip('.') or 'the top level'} must be a mapping, got {values!r}")
+    known = _fields(type(obj))
+    hints = typing.get_type_hints(type(obj))
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in known:
+            raise ValueError(f"{source}: unknown config key {key!r}; allowed keys here: {', '.join(known)}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, f"{key}.", source)
+        else:
+            setattr(obj, name, _coerce(key, value, hints[name], known[name]))
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    for key, (ok, expected) in _RANGES.items():
+        value = get_key(cfg, key)
+        if not ok(value):
+            raise ValueError(f"config key {key!r} must be {expected}; got {value!r}")
+    if cfg.schedule.warmup_steps > cfg.schedule.steps:
+        raise ValueError(f"config key 'schedule.warmup_steps' must be <= schedule.steps ({cfg.schedule.steps}); "
+                         f"got {cfg.schedule.warmup_steps}")
+    if cfg.data.source == "offline" and not cfg.data.failures_path:
+        raise ValueError("config key 'data.failures_path' must name a failure dataset JSONL when data.source=offline")
+
+
+def get_key(cfg: TrainConfig, key: str) -> Any:
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def parse_override(text: str) -> dict:
+    """'loss.beta=0.001' -> {'loss': {'beta': 0.001}}; the value is read as YAML (numbers, true/false)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {text!r} must look like section.key=value, e.g. loss.beta=0.001")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    nested: dict = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in resources.files("r3fast.train").joinpath("presets").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def read_yaml(path: str | Path, what: str) -> dict:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} {str(path)!r} is not valid YAML: {exc}") from None
+    return data
+
+
+def load_config(
+    config_path: str | Path | None = None,
+    preset: str | None = None,
+    overrides: typing.Sequence[str] = (),
+) -> TrainConfig:
+    """Defaults <- preset <- config file <- overrides, validated. No preset and no file: DEFAULT_PRESET."""
+    cfg = TrainConfig()
+    if preset is None and config_path is None:
+        preset = DEFAULT_PRESET
+    if preset is not None:
+        if preset not in preset_names():
+            raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(preset_names())}")
+        source = resources.files("r3fast.train").joinpath("presets", f"{preset}.yaml")
+        _apply(cfg, yaml.safe_load(source.read_text()) or {}, "", f"preset {preset}")
+    if config_path is not None:
+        _apply(cfg, read_yaml(config_path, "config file"), "", f"config file {config_path}")
+    for text in overrides:
+        _apply(cfg, parse_override(text), "", f"override {text!r}")
+    _check_ranges(cfg)
+    return cfg
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def config_from_dict(values: dict, source: str = "saved config") -> TrainConfig:
+    cfg = TrainConfig()
+    _apply(cfg, values, "", source)
+    _check_ranges(cfg)
+    return cfg

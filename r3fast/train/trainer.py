@@ -1,0 +1,481 @@
+"""`r3fast train`: the R3 training loop, top to bottom in `train()`.
+
+One step: take failed prompts from the pool -> sample G reflections each and retry after each
+-> rewards and group advantages -> GRPO update on the reflection tokens -> new weights into the
+rollout engine. The pieces live in their own modules (r3fast.reflect for the rollouts,
+train/update.py for the loss and optimizer step, train/checkpoint.py, train/distributed.py);
+this file only wires them in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from r3fast.train.config import (
+    DEFAULT_PRESET,
+    TrainConfig,
+    config_from_dict,
+    parse_override,
+    read_yaml,
+    to_dict,
+)
+from r3fast.train.distributed import DistContext
+
+EVAL_BEFORE = "eval_before.json"
+EVAL_AFTER = "eval_after.json"
+
+
+def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume: bool = False,
+          name: str | None = None, task=None) -> dict:
+    """Train as `cfg` says; returns the final summary (also written to RUN_DIR/summary.json).
+
+    Without `run_dir` the run goes to runs/<name>-<time>.
+    `task` replaces the task `cfg.task` names (its instances still come from cfg.task.name):
+    for tasks defined in code rather than by name.
+    """
+    from tqdm import tqdm
+
+    from r3fast.evaluate import EVAL_REFLECT, evaluate
+    from r3fast.failures import failures_as_attempts, mine_failures, read_failures
+    from r3fast.reflect import reflect_retry
+    from r3fast.tasks import load_instances
+    from r3fast.train import checkpoint as ckpt
+    from r3fast.train.distributed import (
+        full_state_dict,
+        init_distributed,
+        load_optimizer_state,
+        optimizer_state,
+        shutdown,
+        wrap_policy,
+    )
+    from r3fast.train.metrics import MetricsLogger, PhaseTimer
+    from r3fast.train.pool import FailurePool
+    from r3fast.train.update import PolicyLoss, grpo_update, samples_from_episodes
+
+    started = time.perf_counter()
+    dist = init_distributed(cfg.distributed.strategy, cfg.distributed.backend, cfg.model.device)
+    configure_torch(cfg, dist)
+    if cfg.data.prompts_per_step % dist.world_size:
+        raise ValueError(f"config key 'data.prompts_per_step' ({cfg.data.prompts_per_step}) must be a multiple "
+                         f"of the number of ranks ({dist.world_size})")
+    prompts_per_rank = cfg.data.prompts_per_step // dist.world_size
+    run_dir = Path(dist.broadcast_object(str(resolve_run_dir(run_dir, name))))
+    say = print if dist.is_main else (lambda *a, **k: None)
+
+    # -- resume point: the newest checkpoint that verifies ------------------------------------
+    resume_from = None
+    if resume:
+        found = ckpt.latest_valid_checkpoint(run_dir) if dist.is_main else None
+        resume_from = dist.broadcast_object(None if found is None else str(found))
+        if resume_from is None:
+            say(f"r3fast train: no valid checkpoint in {run_dir}; starting from step 0", file=sys.stderr)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    # -- policy, reference, engine, task, data ------------------------------------------------
+    model, tokenizer = load_policy(cfg, Path(resume_from) / "model" if resume_from else cfg.model.name, dist)
+    ref_model = None
+    if cfg.loss.beta > 0:  # the initial policy, frozen, also when resuming
+        ref_model, _ = load_policy(cfg, cfg.model.name, dist)
+        ref_model.requires_grad_(False)
+    engine = build_engine(cfg, model, tokenizer, Path(resume_from) / "model" if resume_from else None, dist)
+    task = task if task is not None else build_task(cfg)
+    heldout, training_instances = task_instances(cfg)
+    heldout_ids = {i.id for i in heldout}
+    rcfg = reflect_config(cfg)
+    gen_stats = {}
+
+    def mine(instances, seed):
+        params = dataclasses.replace(rcfg, seed=seed).attempt_params()
+        return mine_failures(engine, tokenizer, task, instances, params, gen_stats.setdefault("mining", _stats()))
+
+    if cfg.data.source == "offline":
+        stored = read_failures(cfg.data.failures_path, task=task.name)
+        pool = FailurePool(source="offline", rank=dist.rank, world_size=dist.world_size, seed=cfg.data.seed,
+                           exclude_ids=heldout_ids, failures=stored)
+    else:
+        pool = FailurePool(
+            source="online", rank=dist.rank, world_size=dist.world_size, seed=cfg.data.seed,
+            exclude_ids=heldout_ids, mining_batch=cfg.data.mining_batch, mine=mine,
+            generate_instances=None if training_instances else lambda n, seed: load_instances(cfg.task.name, n=n, seed=seed),
+            instances=training_instances, encode=attempt_to_dict, decode=attempt_from_dict,
+        )
+
+    # -- optimizer, schedule, distributed wrapper ---------------------------------------------
+    module = wrap_policy(PolicyLoss(model), model, dist)
+    o = cfg.optimizer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
+                                  weight_decay=o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
+    start_step = 0
+    if resume_from:
+        saved = ckpt.read_checkpoint(Path(resume_from))
+        state = saved["trainer_state"]
+        if state["world_size"] != dist.world_size:
+            raise ValueError(f"{resume_from} was written by {state['world_size']} ranks; resume it with as many")
+        load_optimizer_state(model, optimizer, saved["optimizer"]["optimizer"], dist)
+        scheduler.load_state_dict(saved["optimizer"]["scheduler"])
+        pool.load_state(state["pools"][dist.rank])
+        ckpt.restore_rng(saved["rng"][dist.rank])
+        start_step = state["step"]
+        say(f"r3fast train: resuming {run_dir} from {resume_from} (step {start_step})")
+
+    def save_checkpoint(step: int) -> None:
+        weights = full_state_dict(model, dist)
+        opt_state = optimizer_state(model, optimizer, dist)
+        rng_states, pool_states = dist.gather_objects(ckpt.capture_rng()), dist.gather_objects(pool.state())
+        if dist.is_main:
+            def save_model(folder: Path) -> None:
+                model.save_pretrained(folder, state_dict=weights, safe_serialization=True)
+                tokenizer.save_pretrained(folder)
+
+            ckpt.write_checkpoint(
+                run_dir, step, save_model=save_model,
+                optimizer_state={"optimizer": opt_state, "scheduler": scheduler.state_dict()},
+                rng_states=rng_states,
+                trainer_state={"step": step, "pools": pool_states, "world_size": dist.world_size},
+                config_yaml=yaml.safe_dump(to_dict(cfg), sort_keys=False), keep_last=cfg.checkpoint.keep_last,
+            )
+        dist.barrier()
+
+    # -- before: held-out first/second-try accuracy -------------------------------------------
+    eval_rcfg = dataclasses.replace(EVAL_REFLECT, attempt_max_new_tokens=cfg.rollout.attempt_max_new_tokens,
+                                    reflection_max_new_tokens=cfg.rollout.reflection_max_new_tokens,
+                                    prompts=rcfg.prompts, seed=cfg.data.eval_seed)
+    before = None
+    if heldout and dist.is_main:
+        saved_before = run_dir / EVAL_BEFORE
+        if start_step > 0 and saved_before.is_file():
+            before = json.loads(saved_before.read_text())
+        else:
+            say(f"evaluating the initial model on {len(heldout)} held-out instances")
+            before = evaluate(engine, tokenizer, task, heldout, eval_rcfg, progress=cfg.logging.progress)
+            saved_before.write_text(json.dumps(before, indent=1))
+    dist.barrier()
+
+    # -- the loop -------------------------------------------------------------------------------
+    logger = MetricsLogger(run_dir, enabled=dist.is_main, resume_step=start_step if resume_from else None,
+                           tensorboard=cfg.logging.tensorboard, wandb=cfg.logging.wandb,
+                           wandb_project=cfg.logging.wandb_project, config=to_dict(cfg))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    bar = tqdm(total=cfg.schedule.steps, initial=start_step, desc="train", unit="step",
+               disable=not (cfg.logging.progress and dist.is_main))
+    for step in range(start_step + 1, cfg.schedule.steps + 1):
+        timer = PhaseTimer()
+        seed = step_seed(cfg.seed, step, dist.rank)
+        attempted0, passed0 = pool.attempted, pool.first_try_passed
+        gen_stats.clear()
+
+        # 1. failed prompts (online mining generates: it counts as generation)
+        with timer("generation"):
+            failed = pool.take(prompts_per_rank, seed)
+            if cfg.data.source == "offline":
+                failed = failures_as_attempts(failed, task, tokenizer)
+        # 2. G reflections per failure, a retry after each, verified; group advantages
+        with timer("rollout"):
+            result = reflect_retry(engine, tokenizer, task, [], dataclasses.replace(rcfg, seed=seed), attempts=failed)
+        generation_s = sum(s.seconds for s in result.stats.values())
+        timer.seconds["generation"] += generation_s
+        timer.seconds["scoring"] += timer.seconds.pop("rollout") - generation_s  # templating + verifying
+        samples = samples_from_episodes(result.training_episodes())
+
+        # 3-4. loss over reflection tokens, AdamW step(s), LR schedule
+        engine.sleep()
+        # HF checkpoints activations only in train mode; otherwise eval mode keeps dropout off.
+        model.train(cfg.model.gradient_checkpointing)
+        with timer("loss"):
+            update = grpo_update(
+                module, model, optimizer, samples, loss_type=cfg.loss.loss_type, beta=cfg.loss.beta,
+                eps_low=cfg.loss.eps_low, eps_high=cfg.loss.eps_high, num_iterations=cfg.loss.num_iterations,
+                micro_batch_size=cfg.loss.micro_batch_size, old_logp_source=cfg.loss.old_logp,
+                temperature=cfg.rollout.reflection_temperature,
+                max_completion_length=cfg.rollout.reflection_max_new_tokens,
+                max_grad_norm=cfg.optimizer.max_grad_norm, pad_id=pad_id, dist=dist, ref_model=ref_model,
+                backend=cfg.loss.backend, timer=timer,
+            )
+        model.eval()
+        timer.seconds["loss"] -= timer.seconds.get("optimizer", 0.0)
+        lr = scheduler.get_last_lr()[0]
+        with warnings.catch_warnings():
+            # The LR follows training steps, also those with no group carrying signal (no optimizer step).
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            scheduler.step()
+
+        # 5. the engine samples from the new weights from now on
+        with timer("sync"):
+            push_weights(engine, model)
+            engine.wake_up()
+
+        # -- metrics of this step, over all ranks --------------------------------------------
+        generated = sum(s.generated_tokens for s in list(result.stats.values()) + list(gen_stats.values()))
+        counts = dist.all_reduce_sum(torch.tensor([
+            len(result.episodes), sum(e.reward for e in result.episodes), result.failed,
+            result.failed - len(result.flat_groups), result.retry_passed_groups,
+            sum(len(e.reflection_ids) for e in result.episodes),
+            pool.attempted - attempted0, pool.first_try_passed - passed0, generated,
+        ], dtype=torch.float64)).tolist()
+        n_eps, reward_sum, n_groups, n_signal, n_rescued, refl_tokens, attempted, first_passed, generated = counts
+        step_s = sum(timer.seconds.values())
+        first = first_passed / attempted if attempted else None
+        rescued = n_rescued / n_groups if n_groups else 0.0
+        metrics = {
+            "reward_mean": reward_sum / n_eps if n_eps else 0.0,
+            "groups_with_signal": n_signal / n_groups if n_groups else 0.0,
+            "first_try_accuracy": first,
+            # first try, or a failure rescued by one of its group's retries (as `r3fast eval` counts it)
+            "second_try_accuracy": None if first is None else first + (1 - first) * rescued,
+            "rescued_fraction": rescued,
+            "reflection_length": refl_tokens / n_eps if n_eps else 0.0,
+            **{k: v for k, v in update.items()},
+            "lr": lr,
+            "tokens_per_second": generated / max(timer.seconds["generation"], 1e-9),
+            **{f"time_{k}": v for k, v in timer.seconds.items()},
+            "time_step": step_s,
+        }
+        logger.log(step, metrics)
+        bar.update(1)
+        bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", signal=f"{metrics['groups_with_signal']:.2f}")
+        if dist.is_main and step % cfg.logging.print_every == 0:
+            bar.write(format_step(step, cfg.schedule.steps, metrics))
+
+        if step == cfg.schedule.steps or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0):
+            save_checkpoint(step)
+    bar.close()
+    logger.close()
+
+    # -- after: the same held-out evaluation ----------------------------------------------------
+    summary = {"run_dir": str(run_dir), "steps": cfg.schedule.steps, "seconds": time.perf_counter() - started}
+    if heldout and dist.is_main:
+        say(f"evaluating the trained model on {len(heldout)} held-out instances")
+        after = evaluate(engine, tokenizer, task, heldout, eval_rcfg, progress=cfg.logging.progress)
+        (run_dir / EVAL_AFTER).write_text(json.dumps(after, indent=1))
+        summary.update(before=before, after=after)
+        say(format_before_after(before, after, len(heldout)))
+    if dist.is_main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        say(f"run folder: {run_dir}  ({summary['seconds']:.0f} s)")
+    shutdown(dist)
+    return summary
+
+
+# -- setup ---------------------------------------------------------------------------------------
+
+
+def configure_torch(cfg: TrainConfig, dist: DistContext) -> None:
+    """Threads, determinism and every global RNG, from the config (each rank its own stream)."""
+    torch.set_num_threads(rank_threads(cfg))
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    seed = step_seed(cfg.seed, 0, dist.rank)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rank_threads(cfg: TrainConfig) -> int:
+    """cfg.threads, else this process's cores shared among the ranks of this node."""
+    if cfg.threads:
+        return cfg.threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A sampling seed per (run seed, step, rank): a resumed step samples what the original would."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+def resolve_run_dir(run_dir, name: str | None) -> Path:
+    """`run_dir`, or runs/<name>-<time> (name: the preset or config file the run came from)."""
+    if run_dir:
+        return Path(run_dir)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{name or DEFAULT_PRESET}-{stamp}"
+
+
+def resumable_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The config a run was started with (RUN_DIR/config.yaml), with `overrides` on top."""
+    path = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"--resume: run folder {str(run_dir)!r} does not exist")
+    values = read_yaml(path, "run config")
+    for text in overrides:
+        _merge(values, parse_override(text))
+    return config_from_dict(values, f"{path} with overrides")
+
+
+def _merge(into: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def load_policy(cfg: TrainConfig, name_or_path, dist: DistContext):
+    from r3fast.models import load
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.model.dtype]
+    model, tokenizer = load(name_or_path, dtype=dtype, device=str(dist.device))
+    torch.set_num_threads(rank_threads(cfg))  # load() picks its own count for CPU; the config's wins
+    # Dropout stays off (eval mode) while training: the loss's log-probs must be the sampler's.
+    model.eval()
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer
+
+
+def build_engine(cfg: TrainConfig, model, tokenizer, checkpoint_model: Path | None, dist: DistContext):
+    """The rollout engine of this rank: HF shares the policy's weights; vLLM gets them pushed."""
+    from r3fast.rollout import resolve_engine
+
+    kind = resolve_engine(cfg.rollout.engine)
+    if kind == "hf" and dist.strategy == "fsdp2":
+        raise ValueError("rollout.engine=hf samples with the policy itself, which distributed.strategy=fsdp2 "
+                         "shards across ranks; use rollout.engine=vllm or distributed.strategy=ddp")
+    if kind == "hf":
+        from r3fast.rollout.hf import HFEngine
+
+        return HFEngine(model, tokenizer, batch_size=cfg.rollout.batch_size)
+    from r3fast.models import materialize
+    from r3fast.rollout.vllm import VLLMEngine, on_cpu
+
+    path = checkpoint_model or materialize(cfg.model.name)
+    # The engine gathers sharded (FSDP2) tensors one at a time as it loads them: no full copy.
+    return VLLMEngine(path, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+                      enable_sleep_mode=not on_cpu(), seed=cfg.seed + dist.rank,
+                      weights_source=lambda: model.state_dict().items())
+
+
+def push_weights(engine, model) -> None:
+    if getattr(engine, "model", None) is model:  # HFEngine over the policy itself: already current
+        return
+    engine.update_weights(model.state_dict().items())
+
+
+GENERATED_TASKS = ("countdown", "countdown-easy", "fncall-synthetic")
+
+
+def task_instances(cfg: TrainConfig) -> tuple[list, list]:
+    """(held-out instances, fixed training list): generated tasks stream fresh instances and
+    return an empty list; tasks read from a file or a package return every instance in it."""
+    from r3fast.tasks import load_instances, sample_instances
+
+    name, path, n = cfg.task.name, cfg.task.path or None, cfg.data.eval_size
+    if name in GENERATED_TASKS and path is None:
+        return (load_instances(name, n=n, seed=cfg.data.eval_seed) if n else []), []
+    every = load_instances(name, source=path) if path else load_instances(name)
+    if n >= len(every):
+        raise ValueError(f"config key 'data.eval_size' ({n}) leaves no training instance of the {len(every)} in "
+                         f"task {name!r}")
+    return (sample_instances(every, n, cfg.data.eval_seed) if n else []), every
+
+
+def build_task(cfg: TrainConfig):
+    from r3fast.tasks import get_task
+
+    return get_task(cfg.task.name, num_demos=cfg.task.num_demos, rotate_demos=cfg.task.rotate_demos)
+
+
+def reflect_config(cfg: TrainConfig):
+    from r3fast.prompts import ReflectionPrompts
+    from r3fast.reflect import ReflectConfig
+
+    r = cfg.rollout
+    prompts = ReflectionPrompts(**{k: v for k, v in (("reflection_request", cfg.task.reflection_request),
+                                                     ("retry_request", cfg.task.retry_request)) if v})
+    return ReflectConfig(
+        group_size=r.group_size, attempt_max_new_tokens=r.attempt_max_new_tokens,
+        attempt_temperature=r.attempt_temperature, reflection_max_new_tokens=r.reflection_max_new_tokens,
+        reflection_temperature=r.reflection_temperature, retry_temperature=r.retry_temperature, top_p=r.top_p,
+        scale_rewards=cfg.loss.scale_rewards, seed=cfg.seed, prompts=prompts,
+    )
+
+
+def lr_factor(cfg: TrainConfig):
+    """Multiplier of the peak LR at each training step: linear warm-up, then constant or cosine."""
+    s = cfg.schedule
+
+    def factor(step: int) -> float:
+        if step < s.warmup_steps:
+            return (step + 1) / (s.warmup_steps + 1)
+        if s.lr_schedule == "constant":
+            return 1.0
+        progress = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
+        return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _stats():
+    from r3fast.rollout.base import GenerationStats
+
+    return GenerationStats()
+
+
+# -- pool checkpointing: a mined attempt as JSON --------------------------------------------------
+
+
+def attempt_to_dict(attempt) -> dict:
+    return dataclasses.asdict(attempt)
+
+
+def attempt_from_dict(d: dict):
+    from r3fast.reflect import Attempt
+    from r3fast.rollout.base import Completion
+    from r3fast.tasks.base import Instance
+
+    return Attempt(**{**d, "instance": Instance(**d["instance"]), "completion": Completion(**d["completion"])})
+
+
+# -- printing --------------------------------------------------------------------------------------
+
+
+def format_step(step: int, steps: int, m: dict) -> str:
+    first = "-" if m["first_try_accuracy"] is None else f"{m['first_try_accuracy']:.2f}"
+    times = " ".join(f"{k[5:]}={m[k]:.1f}s" for k in m if k.startswith("time_") and k != "time_step")
+    loss = f"{m['loss']:+.4f}" if "loss" in m else "skipped"
+    return (f"step {step}/{steps}  reward {m['reward_mean']:.2f}  signal {m['groups_with_signal']:.2f}  "
+            f"first {first}  loss {loss}  kl {m.get('kl', 0.0):.4f}  refl {m['reflection_length']:.0f} tok  "
+            f"{m['tokens_per_second']:.0f} tok/s  [{times}]")
+
+
+def format_before_after(before: dict | None, after: dict, n: int) -> str:
+    rows = [("", "first try", "second try")]
+    if before is not None:
+        rows.append(("before", _acc(before, "first_try_accuracy", n), _acc(before, "second_try_accuracy", n)))
+    rows.append(("after", _acc(after, "first_try_accuracy", n), _acc(after, "second_try_accuracy", n)))
+    lines = [f"held-out accuracy ({n} instances, 95% Wilson interval)"]
+    lines += [f"  {a:<7}{b:<24}{c:<24}" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def _acc(report: dict, key: str, n: int) -> str:
+    p = report[key]
+    low, high = wilson_interval(p, n)
+    return f"{p:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)

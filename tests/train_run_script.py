@@ -1,0 +1,60 @@
+"""A tiny, deterministic training run for the resume tests: `python train_run_script.py RUN_DIR [--resume]`.
+
+Everything is real (tiny-random model, HFEngine, the reflect-retry pipeline, the trainer) except
+the reward: a random 2-layer model never solves Countdown, so `ParityTask` passes an answer
+when its text has an even length. A fixed, deterministic rule: honest, and it gives GRPO groups
+with mixed rewards, so the weights really change from step to step.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from r3fast.tasks import get_task
+from r3fast.train.config import load_config
+from r3fast.train.trainer import resumable_config, train
+
+STEPS = 3
+OVERRIDES = [
+    "model.name=tiny-random", "deterministic=true", "threads=1", "seed=7",
+    "data.eval_size=0", "data.prompts_per_step=2", "data.mining_batch=3",
+    f"schedule.steps={STEPS}", "schedule.warmup_steps=1", "checkpoint.every=1", "checkpoint.keep_last=2",
+    "rollout.group_size=3", "rollout.attempt_max_new_tokens=5", "rollout.reflection_max_new_tokens=5",
+    "rollout.reflection_temperature=1.0", "rollout.retry_temperature=1.0",
+    "optimizer.lr=1e-3", "loss.micro_batch_size=4", "logging.progress=false", "logging.tensorboard=false",
+]
+
+
+@dataclass
+class ParityVerdict:
+    code: str
+    reason: str = ""
+
+
+class ParityTask:
+    """Countdown prompts; an answer passes when its text has an even number of characters."""
+
+    name = "countdown-easy"
+
+    def __init__(self):
+        self.prompts = get_task("countdown-easy")
+
+    def prompt(self, instance):
+        return self.prompts.prompt(instance)
+
+    def verify(self, instance, text: str) -> bool:
+        return len(text) % 2 == 0
+
+    def explain(self, instance, text: str) -> ParityVerdict:
+        return ParityVerdict("PASS" if self.verify(instance, text) else "ODD_LENGTH")
+
+
+def main(argv: list[str]) -> None:
+    run_dir, resume = argv[0], "--resume" in argv
+    cfg = resumable_config(run_dir) if resume else load_config(preset="countdown-cpu", overrides=OVERRIDES)
+    train(cfg, run_dir=run_dir, resume=resume, task=ParityTask())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
