@@ -1,0 +1,270 @@
+"""Verifier throughput: the C++ core against Python checkers on the same inputs, reported as ratios.
+
+Baselines, written here from their described behaviour (no third-party code is copied):
+- TinyZero-style Countdown: the last line after "Assistant:", the last <answer>...</answer> on it, \\d+ numbers
+  compared as a sorted list, eval() after a character whitelist, float compare within 1e-5.
+- json / orjson function calls: loads both sides, then multiset matching of the call dicts with ==.
+"""
+
+import json
+import random
+import re
+
+import orjson
+import pytest
+
+from r3fast.verify import check_countdown_batch, check_function_calls_batch
+from r3fast.verify.reference import countdown_verdict, function_calls_verdict
+
+N = 2000  # items per timed batch
+N_THREADS_BATCH = 100_000
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+
+
+def _countdown_inputs(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    responses, numbers, targets = [], [], []
+    for _ in range(n):
+        nums = [rng.randint(1, 100) for _ in range(rng.choice([3, 4]))]
+        a, b, c, *rest = nums
+        expr = f"({a} + {b}) * {c}" if not rest else f"({a} + {b}) * {c} - {rest[0]}"
+        value = (a + b) * c - (rest[0] if rest else 0)
+        target = value if rng.random() < 0.6 else value + rng.randint(1, 9)
+        thinking = " ".join(
+            rng.choice(["try", "add", "then", "multiply", "check", "the", "numbers"]) for _ in range(40)
+        )
+        responses.append(
+            f"User: reach {target}.\nAssistant: <think>{thinking}</think>\n<answer>{expr}</answer>"
+        )
+        numbers.append(nums)
+        targets.append(target)
+    return responses, numbers, targets
+
+
+def _function_call_inputs(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    outputs, golds = [], []
+    for _ in range(n):
+        calls = []
+        for _ in range(rng.randint(1, 3)):
+            args = {
+                "query": rng.choice(["weather in Paris", "top news", "stock AAPL"]),
+                "limit": rng.randint(1, 50),
+                "ratio": rng.choice([0.5, 1.25, 3.0]),
+                "tags": [rng.choice(["a", "b", "c"]) for _ in range(rng.randint(0, 3))],
+                "exact": rng.random() < 0.5,
+            }
+            calls.append({"name": rng.choice(["search", "get_quote", "fetch_news"]), "arguments": args})
+        golds.append(json.dumps(calls))
+        answer = [dict(c, arguments=dict(reversed(list(c["arguments"].items())))) for c in reversed(calls)]
+        if rng.random() < 0.4:
+            answer[0]["arguments"]["limit"] += 1
+        outputs.append(json.dumps(answer, indent=rng.choice([None, 2])))
+    return outputs, golds
+
+
+# ---------------------------------------------------------------------------------------------- baselines
+
+
+def tinyzero_style_countdown(solution: str, numbers: list[int], target: int) -> float:
+    if "Assistant:" not in solution:
+        return 0.0
+    last_line = solution.split("Assistant:", 1)[1].split("\n")[-1]
+    matches = re.findall(r"<answer>(.*?)</answer>", last_line)
+    if not matches:
+        return 0.0
+    equation = matches[-1].strip()
+    if sorted(int(x) for x in re.findall(r"\d+", equation)) != sorted(numbers):
+        return 0.1
+    # The whitelist admits "**", and 99**99**99 would never return: refuse it so the bench cannot hang.
+    if not re.fullmatch(r"[\d+\-*/().\s]+", equation) or "**" in equation:
+        return 0.1
+    try:
+        value = eval(equation, {"__builtins__": None}, {})  # noqa: S307  the baseline's own method
+    except Exception:
+        return 0.1
+    return 1.0 if abs(value - target) < 1e-5 else 0.1
+
+
+def _calls_match(calls, expected) -> bool:
+    if isinstance(calls, dict):
+        calls = [calls]
+    if not isinstance(calls, list) or len(calls) != len(expected):
+        return False
+    remaining = list(expected)
+    for call in calls:
+        if not isinstance(call, dict) or call.keys() != {"name", "arguments"} or call not in remaining:
+            return False
+        remaining.remove(call)
+    return True
+
+
+def json_function_calls(output: str, gold: str) -> bool:
+    try:
+        return _calls_match(json.loads(output), json.loads(gold))
+    except ValueError:
+        return False
+
+
+def orjson_function_calls(output: str, gold: str) -> bool:
+    try:
+        return _calls_match(orjson.loads(output), orjson.loads(gold))
+    except orjson.JSONDecodeError:
+        return False
+
+
+# -------------------------------------------------------------------------------------------------- benches
+
+COUNTDOWN = _countdown_inputs(N)
+FUNCTION_CALLS = _function_call_inputs(N)
+GROUP = 8  # outputs per gold in a GRPO group
+# The same outputs, each gold shared by GROUP consecutive outputs, as a rollout batch delivers them.
+FUNCTION_CALLS_GROUPED = (FUNCTION_CALLS[0], [FUNCTION_CALLS[1][i - i % GROUP] for i in range(N)])
+_SECONDS: dict[str, float] = {}  # median seconds per run, by bench name
+
+
+@pytest.fixture(scope="module")
+def medians(report_ratio):
+    yield _SECONDS
+
+    def ratio(name: str, base: str, target: str) -> None:
+        if name in _SECONDS and base in _SECONDS:
+            x = _SECONDS[base] / _SECONDS[name]
+            report_ratio(f"{name:>28} vs {base:<28} {x:8.1f}x   (target {target})")
+
+    for name, seconds in sorted(_SECONDS.items()):
+        items = N_THREADS_BATCH if "100k" in name else N
+        report_ratio(f"{name:>28}: {seconds / items * 1e9:10.0f} ns/item")
+    ratio("countdown_cpp_1thread", "countdown_tinyzero_style", ">= 200x")
+    ratio("countdown_cpp_1thread", "countdown_python_reference", "-")
+    ratio("calls_cpp_1thread", "calls_json", ">= 50x")
+    ratio("calls_cpp_1thread", "calls_orjson", ">= 10x")
+    ratio("calls_cpp_1thread", "calls_python_reference", "-")
+    ratio("calls_cpp_1thread_grouped", "calls_json_grouped", "- (gold shared by 8 outputs)")
+    ratio("calls_cpp_1thread_grouped", "calls_orjson_grouped", "- (gold shared by 8 outputs)")
+    ratio("countdown_cpp_100k_2threads", "countdown_cpp_100k_1thread", ">= 1.8x")
+    ratio("calls_cpp_100k_2threads", "calls_cpp_100k_1thread", ">= 1.8x")
+
+
+def _run(benchmark, medians, name, fn, rounds):
+    result = benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+    medians[name] = benchmark.stats.stats.median
+    return result
+
+
+def test_countdown_cpp_1thread(benchmark, medians):
+    benchmark.group = "countdown"
+    passed = _run(
+        benchmark,
+        medians,
+        "countdown_cpp_1thread",
+        lambda: check_countdown_batch(*COUNTDOWN, num_threads=1),
+        50,
+    )
+    assert passed == [tinyzero_style_countdown(*x) == 1.0 for x in zip(*COUNTDOWN, strict=True)]
+
+
+def test_countdown_tinyzero_style(benchmark, medians):
+    benchmark.group = "countdown"
+    _run(
+        benchmark,
+        medians,
+        "countdown_tinyzero_style",
+        lambda: [tinyzero_style_countdown(*x) == 1.0 for x in zip(*COUNTDOWN, strict=True)],
+        5,
+    )
+
+
+def test_countdown_python_reference(benchmark, medians):
+    benchmark.group = "countdown"
+    _run(
+        benchmark,
+        medians,
+        "countdown_python_reference",
+        lambda: [countdown_verdict(*x) == "PASS" for x in zip(*COUNTDOWN, strict=True)],
+        3,
+    )
+
+
+def test_calls_cpp_1thread(benchmark, medians):
+    benchmark.group = "function calls"
+    passed = _run(
+        benchmark,
+        medians,
+        "calls_cpp_1thread",
+        lambda: check_function_calls_batch(*FUNCTION_CALLS, num_threads=1),
+        50,
+    )
+    assert passed == [json_function_calls(*x) for x in zip(*FUNCTION_CALLS, strict=True)]
+
+
+def test_calls_json(benchmark, medians):
+    benchmark.group = "function calls"
+    _run(
+        benchmark,
+        medians,
+        "calls_json",
+        lambda: [json_function_calls(*x) for x in zip(*FUNCTION_CALLS, strict=True)],
+        10,
+    )
+
+
+def test_calls_orjson(benchmark, medians):
+    benchmark.group = "function calls"
+    _run(
+        benchmark,
+        medians,
+        "calls_orjson",
+        lambda: [orjson_function_calls(*x) for x in zip(*FUNCTION_CALLS, strict=True)],
+        10,
+    )
+
+
+def test_calls_python_reference(benchmark, medians):
+    benchmark.group = "function calls"
+    _run(
+        benchmark,
+        medians,
+        "calls_python_reference",
+        lambda: [function_calls_verdict(*x) == "PASS" for x in zip(*FUNCTION_CALLS, strict=True)],
+        3,
+    )
+
+
+COUNTDOWN_100K = tuple(x * (N_THREADS_BATCH // N) for x in COUNTDOWN)
+FUNCTION_CALLS_100K = tuple(x * (N_THREADS_BATCH // N) for x in FUNCTION_CALLS)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_countdown_cpp_100k(benchmark, medians, threads):
+    benchmark.group = "countdown 100k batch"
+    name = f"countdown_cpp_100k_{threads}thread{'s' if threads > 1 else ''}"
+    _run(benchmark, medians, name, lambda: check_countdown_batch(*COUNTDOWN_100K, num_threads=threads), 10)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_calls_cpp_100k(benchmark, medians, threads):
+    benchmark.group = "function calls 100k batch"
+    name = f"calls_cpp_100k_{threads}thread{'s' if threads > 1 else ''}"
+    _run(
+        benchmark,
+        medians,
+        name,
+        lambda: check_function_calls_batch(*FUNCTION_CALLS_100K, num_threads=threads),
+        10,
+    )
+
+
+@pytest.mark.parametrize("checker", ["cpp_1thread", "json", "orjson"])
+def test_calls_grouped(benchmark, medians, checker):
+    benchmark.group = "function calls, gold shared by a group"
+    outputs, golds = FUNCTION_CALLS_GROUPED
+    python_checker = {"json": json_function_calls, "orjson": orjson_function_calls}.get(checker)
+    if python_checker is None:
+        fn = lambda: check_function_calls_batch(outputs, golds, num_threads=1)  # noqa: E731
+    else:
+        fn = lambda: [python_checker(o, g) for o, g in zip(outputs, golds, strict=True)]  # noqa: E731
+    passed = _run(benchmark, medians, f"calls_{checker}_grouped", fn, 50 if python_checker is None else 10)
+    assert passed == [json_function_calls(o, g) for o, g in zip(outputs, golds, strict=True)]

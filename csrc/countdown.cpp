@@ -1,0 +1,235 @@
+#include "countdown.hpp"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace r3fast {
+namespace {
+
+constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+constexpr std::string_view kOpenTag = "<answer>";
+constexpr std::string_view kCloseTag = "</answer>";
+
+// ASCII whitespace as a bit set: most characters are rejected by the first comparison.
+constexpr uint64_t kSpaceBits = (uint64_t{1} << ' ') | (uint64_t{1} << '\t') | (uint64_t{1} << '\n') |
+                                (uint64_t{1} << '\v') | (uint64_t{1} << '\f') | (uint64_t{1} << '\r');
+bool is_space(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return u <= ' ' && ((kSpaceBits >> u) & 1) != 0;
+}
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+// Last occurrence of `needle` that ends at or before `end`; npos if none. A plain backward scan: linear even
+// for inputs made of near-matches such as 100 MB of "<".
+size_t rfind_before(std::string_view hay, std::string_view needle, size_t end) {
+  if (end < needle.size()) return std::string_view::npos;
+  for (size_t pos = end - needle.size() + 1; pos-- > 0;) {
+    if (hay[pos] == needle[0] && hay.substr(pos, needle.size()) == needle) return pos;
+  }
+  return std::string_view::npos;
+}
+
+uint64_t gcd_u64(uint64_t a, uint64_t b) {
+  if (a == 0) return b;
+  if (b == 0) return a;
+  const int shift = __builtin_ctzll(a | b);
+  a >>= __builtin_ctzll(a);
+  while (b != 0) {
+    b >>= __builtin_ctzll(b);
+    if (a > b) std::swap(a, b);
+    b -= a;
+  }
+  return a << shift;
+}
+
+uint64_t abs_u64(__int128 x) { return static_cast<uint64_t>(x < 0 ? -x : x); }
+
+// An exact rational in lowest terms with den > 0 and |num|, den <= INT64_MAX. The bound keeps every
+// intermediate of +,-,*,/ inside __int128, so overflow is detected exactly instead of wrapping.
+struct Rational {
+  int64_t num = 0;
+  int64_t den = 1;
+};
+
+bool fits(__int128 x) { return x >= -static_cast<__int128>(kMax) && x <= kMax; }
+
+Verdict make(__int128 num, __int128 den, Rational* out) {
+  if (!fits(num) || den > kMax) return Verdict::kOverflow;
+  out->num = static_cast<int64_t>(num);
+  out->den = static_cast<int64_t>(den);
+  return Verdict::kPass;
+}
+
+Verdict add(Rational a, Rational b, Rational* out) {
+  // Integers, the common case, need no gcd and no 128-bit division.
+  if (a.den == 1 && b.den == 1) return make(static_cast<__int128>(a.num) + b.num, 1, out);
+  // Knuth 4.5.1: with g = gcd(a.den, b.den) the sum reduces by gcd(t, g) only.
+  const int64_t g = static_cast<int64_t>(gcd_u64(a.den, b.den));
+  const int64_t ad = a.den / g, bd = b.den / g;
+  const __int128 t = static_cast<__int128>(a.num) * bd + static_cast<__int128>(b.num) * ad;
+  if (t == 0) return make(0, 1, out);
+  const int64_t g2 = static_cast<int64_t>(gcd_u64(static_cast<uint64_t>(abs_u64(t % g)), g));
+  return make(t / g2, static_cast<__int128>(ad) * (b.den / g2), out);
+}
+
+Verdict mul(Rational a, Rational b, Rational* out) {
+  if (a.num == 0 || b.num == 0) return make(0, 1, out);
+  if (a.den == 1 && b.den == 1) return make(static_cast<__int128>(a.num) * b.num, 1, out);
+  const int64_t g1 = static_cast<int64_t>(gcd_u64(abs_u64(a.num), b.den));
+  const int64_t g2 = static_cast<int64_t>(gcd_u64(abs_u64(b.num), a.den));
+  return make(static_cast<__int128>(a.num / g1) * (b.num / g2), static_cast<__int128>(a.den / g2) * (b.den / g1), out);
+}
+
+Verdict divide(Rational a, Rational b, Rational* out) {
+  if (b.num == 0) return Verdict::kDivByZero;
+  const Rational inv = b.num < 0 ? Rational{-b.den, -b.num} : Rational{b.den, b.num};
+  return mul(a, inv, out);
+}
+
+// Recursive descent over the answer. Grammar errors and the depth limit stop parsing at once; arithmetic
+// errors are only recorded (the first one in evaluation order wins) because they rank after the literal check.
+class Parser {
+ public:
+  explicit Parser(std::string_view s) : s_(s) {}
+
+  // kPass with the value in *out, or the first grammar/depth error.
+  Verdict parse(Rational* out) {
+    Verdict v = expr(out);
+    if (v != Verdict::kPass) return v;
+    skip_space();
+    return pos_ == s_.size() ? Verdict::kPass : Verdict::kParseError;
+  }
+
+  Verdict arithmetic_error() const { return arith_; }
+  bool literals_match(const int64_t* numbers, size_t n) {
+    if (huge_literal_ || n != num_literals_) return false;
+    // n == num_literals_ <= kMaxAnswerBytes / 2 + 1; a small stack array serves the usual handful.
+    std::array<int64_t, 16> small;
+    std::vector<int64_t> large;
+    int64_t* given = small.data();
+    if (n > small.size()) {
+      large.resize(n);
+      given = large.data();
+    }
+    std::copy(numbers, numbers + n, given);
+    std::sort(given, given + n);
+    std::sort(literals_.begin(), literals_.begin() + n);
+    return std::equal(given, given + n, literals_.begin());
+  }
+
+ private:
+  void skip_space() {
+    while (pos_ < s_.size() && is_space(s_[pos_])) ++pos_;
+  }
+  char peek() {
+    skip_space();
+    return pos_ < s_.size() ? s_[pos_] : '\0';
+  }
+
+  void combine(Verdict (*op)(Rational, Rational, Rational*), Rational rhs, Rational* acc) {
+    if (arith_ != Verdict::kPass) return;
+    arith_ = op(*acc, rhs, acc);
+  }
+
+  Verdict expr(Rational* out) {
+    Verdict v = term(out);
+    for (char c = peek(); v == Verdict::kPass && (c == '+' || c == '-'); c = peek()) {
+      ++pos_;
+      Rational rhs;
+      v = term(&rhs);
+      if (c == '-') rhs.num = -rhs.num;
+      combine(add, rhs, out);
+    }
+    return v;
+  }
+
+  Verdict term(Rational* out) {
+    Verdict v = factor(out);
+    for (char c = peek(); v == Verdict::kPass && (c == '*' || c == '/'); c = peek()) {
+      ++pos_;
+      Rational rhs;
+      v = factor(&rhs);
+      combine(c == '*' ? mul : divide, rhs, out);
+    }
+    return v;
+  }
+
+  Verdict factor(Rational* out) {
+    const char c = peek();
+    if (c == '+' || c == '-' || c == '(') {
+      if (++depth_ > kMaxExpressionDepth) return Verdict::kTooDeep;
+      ++pos_;
+      Verdict v;
+      if (c == '(') {
+        v = expr(out);
+        if (v == Verdict::kPass && peek() != ')') v = Verdict::kParseError;
+        ++pos_;
+      } else {
+        v = factor(out);
+        if (c == '-') out->num = -out->num;
+      }
+      --depth_;
+      return v;
+    }
+    return number(out);
+  }
+
+  Verdict number(Rational* out) {
+    const size_t start = pos_;
+    uint64_t value = 0;
+    bool huge = false;
+    while (pos_ < s_.size() && is_digit(s_[pos_])) {
+      const uint64_t d = static_cast<uint64_t>(s_[pos_] - '0');
+      // Up to 18 digits cannot exceed INT64_MAX; only longer literals pay for the overflow test.
+      if (pos_ - start >= 18 && value > (static_cast<uint64_t>(kMax) - d) / 10) huge = true;
+      if (!huge) value = value * 10 + d;
+      ++pos_;
+    }
+    if (pos_ == start || (s_[start] == '0' && pos_ - start > 1)) return Verdict::kParseError;
+    // A literal above INT64_MAX can never be one of the numbers; evaluation is then moot.
+    huge_literal_ |= huge;
+    if (num_literals_ < literals_.size()) literals_[num_literals_] = static_cast<int64_t>(value);
+    ++num_literals_;
+    *out = Rational{huge ? 0 : static_cast<int64_t>(value), 1};
+    return Verdict::kPass;
+  }
+
+  std::string_view s_;
+  size_t pos_ = 0;
+  int depth_ = 0;
+  Verdict arith_ = Verdict::kPass;
+  bool huge_literal_ = false;
+  size_t num_literals_ = 0;
+  std::array<int64_t, kMaxAnswerBytes / 2 + 1> literals_;
+};
+
+}  // namespace
+
+Verdict check_countdown(std::string_view text, const int64_t* numbers, size_t num_numbers, int64_t target) {
+  if (!simdjson::validate_utf8(text.data(), text.size())) return Verdict::kInvalidText;
+  const size_t close = rfind_before(text, kCloseTag, text.size());
+  if (close == std::string_view::npos) return Verdict::kNoAnswer;
+  const size_t open = rfind_before(text, kOpenTag, close);
+  if (open == std::string_view::npos) return Verdict::kNoAnswer;
+
+  size_t begin = open + kOpenTag.size(), end = close;
+  while (begin < end && is_space(text[begin])) ++begin;
+  while (end > begin && is_space(text[end - 1])) --end;
+  if (begin == end) return Verdict::kNoAnswer;
+  if (end - begin > kMaxAnswerBytes) return Verdict::kTooLong;
+
+  Parser parser(text.substr(begin, end - begin));
+  Rational value;
+  const Verdict grammar = parser.parse(&value);
+  if (grammar != Verdict::kPass) return grammar;
+  if (!parser.literals_match(numbers, num_numbers)) return Verdict::kWrongNumbers;
+  if (parser.arithmetic_error() != Verdict::kPass) return parser.arithmetic_error();
+  return value.den == 1 && value.num == target ? Verdict::kPass : Verdict::kWrongValue;
+}
+
+}  // namespace r3fast

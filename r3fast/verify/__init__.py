@@ -1,0 +1,84 @@
+"""Binary verifiers for Countdown equations and function-call JSON, in C++ with the GIL released.
+
+    >>> from r3fast.verify import check_countdown, explain_function_calls
+    >>> check_countdown("<answer>(6 - 2) * 25</answer>", [25, 2, 6], 100)
+    True
+    >>> explain_function_calls('[{"name": "f", "arguments": {"x": 1.0}}]', [{"name": "f", "arguments": {"x": 1}}]).code
+    'PASS'
+
+Responses and outputs may be str or bytes; text that is not valid UTF-8 (or a str with lone surrogates) fails
+the check. Caller mistakes (batch lengths that differ, numbers outside int64, a malformed gold) raise.
+The exact contracts are documented and implemented in pure Python in r3fast.verify.reference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from r3fast import _native
+from r3fast.verify.verdict import COUNTDOWN_CODES, FUNCTION_CALL_CODES, Verdict
+
+Text = str | bytes
+# A gold is the xLAM/APIGen `answers` value: JSON text, or the list of {"name", "arguments"} dicts it parses to.
+Gold = str | bytes | list[dict[str, Any]]
+
+__all__ = [
+    "COUNTDOWN_CODES",
+    "FUNCTION_CALL_CODES",
+    "Verdict",
+    "check_countdown",
+    "check_countdown_batch",
+    "check_function_calls",
+    "check_function_calls_batch",
+    "explain_countdown",
+    "explain_function_calls",
+]
+
+
+def check_countdown(response: Text, numbers: Sequence[int], target: int) -> bool:
+    """Whether the last <answer>...</answer> in `response` uses each of `numbers` once and equals `target`."""
+    return _native.check_countdown(response, numbers, target)
+
+
+def check_countdown_batch(
+    responses: Sequence[Text],
+    numbers: Sequence[Sequence[int]],
+    targets: Sequence[int],
+    *,
+    num_threads: int = 0,
+) -> list[bool]:
+    """check_countdown over a batch on `num_threads` threads (0: all cores)."""
+    return _native.check_countdown_batch(responses, numbers, targets, num_threads)
+
+
+def explain_countdown(response: Text, numbers: Sequence[int], target: int) -> Verdict:
+    """The verdict of check_countdown with its code and reason."""
+    return Verdict(*_native.explain_countdown(response, numbers, target))
+
+
+def _gold_json(gold: Any, name: str) -> str:
+    try:
+        return json.dumps(gold, ensure_ascii=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"{name} must be JSON text or a list of {{'name', 'arguments'}} dicts: {e}"
+        ) from None
+
+
+def check_function_calls(output: Text, gold: Gold) -> bool:
+    """Whether `output` holds the same calls as `gold` (a multiset: order does not matter)."""
+    return _native.check_function_calls(output, gold, _gold_json)
+
+
+def check_function_calls_batch(
+    outputs: Sequence[Text], golds: Sequence[Gold], *, num_threads: int = 0
+) -> list[bool]:
+    """check_function_calls over a batch on `num_threads` threads (0: all cores)."""
+    return _native.check_function_calls_batch(outputs, golds, num_threads, _gold_json)
+
+
+def explain_function_calls(output: Text, gold: Gold) -> Verdict:
+    """The verdict of check_function_calls with its code and reason."""
+    return Verdict(*_native.explain_function_calls(output, gold, _gold_json))

@@ -1,0 +1,71 @@
+"""Batch checks on several threads give the sequential results, also when Python threads call in at once."""
+
+import threading
+
+from test_verify_countdown import KNOWN as COUNTDOWN_KNOWN
+from test_verify_function_calls import GOLD
+from test_verify_function_calls import KNOWN as FUNCTION_CALL_KNOWN
+
+from r3fast.verify import (
+    check_countdown,
+    check_countdown_batch,
+    check_function_calls,
+    check_function_calls_batch,
+)
+
+REPEAT = 200  # a few thousand items: many blocks for the threads to share
+
+
+def _countdown_batch():
+    responses, numbers, targets = [], [], []
+    for i in range(REPEAT):
+        for response, nums, target, _ in COUNTDOWN_KNOWN:
+            responses.append(response)
+            numbers.append(nums)
+            targets.append(target if i % 3 else target - 1 if target > 0 else target + 1)  # vary verdicts
+    return responses, numbers, targets
+
+
+def _function_call_batch():
+    outputs = [output for _ in range(REPEAT) for output, _ in FUNCTION_CALL_KNOWN]
+    golds = [GOLD if i % 5 else "[]" for i in range(len(outputs))]
+    return outputs, golds
+
+
+def test_countdown_two_threads_equal_sequential():
+    responses, numbers, targets = _countdown_batch()
+    sequential = [check_countdown(r, n, t) for r, n, t in zip(responses, numbers, targets, strict=True)]
+    assert any(sequential) and not all(sequential)
+    assert check_countdown_batch(responses, numbers, targets, num_threads=2) == sequential
+    assert check_countdown_batch(responses, numbers, targets, num_threads=0) == sequential
+    assert check_countdown_batch(responses, numbers, targets, num_threads=7) == sequential
+
+
+def test_function_calls_two_threads_equal_sequential():
+    outputs, golds = _function_call_batch()
+    sequential = [check_function_calls(o, g) for o, g in zip(outputs, golds, strict=True)]
+    assert any(sequential) and not all(sequential)
+    assert check_function_calls_batch(outputs, golds, num_threads=2) == sequential
+    assert check_function_calls_batch(outputs, golds, num_threads=0) == sequential
+
+
+def test_concurrent_callers_share_nothing():
+    # The GIL is released during checks, so these batches really overlap.
+    responses, numbers, targets = _countdown_batch()
+    outputs, golds = _function_call_batch()
+    want_countdown = check_countdown_batch(responses, numbers, targets, num_threads=1)
+    want_calls = check_function_calls_batch(outputs, golds, num_threads=1)
+    results: dict[int, object] = {}
+
+    def run(i: int) -> None:
+        if i % 2:
+            results[i] = check_countdown_batch(responses, numbers, targets, num_threads=2) == want_countdown
+        else:
+            results[i] = check_function_calls_batch(outputs, golds, num_threads=2) == want_calls
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: True for i in range(4)}
