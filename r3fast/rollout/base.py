@@ -62,6 +62,15 @@ class GenerationStats:
         return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
+def prompt_lists(prompt_token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The engines' shared input check: every prompt a non-empty list of int token ids."""
+    prompts = [list(p) for p in prompt_token_ids]
+    for i, p in enumerate(prompts):
+        if not p or not all(isinstance(t, int) for t in p):
+            raise ValueError(f"prompt_token_ids[{i}] must be a non-empty list of token ids (ints)")
+    return prompts
+
+
 @runtime_checkable
 class RolloutEngine(Protocol):
     """generate() returns, per prompt, a list of `params.n` completions."""

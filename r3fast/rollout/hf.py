@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from r3fast.rollout.base import Completion, GenerationStats, SamplingParams
+from r3fast.rollout.base import Completion, GenerationStats, SamplingParams, prompt_lists
 
 
 def sample_next(
@@ -74,10 +74,7 @@ class HFEngine:
     def generate(
         self, prompt_token_ids: Sequence[Sequence[int]], params: SamplingParams
     ) -> list[list[Completion]]:
-        prompts = [list(p) for p in prompt_token_ids]
-        for i, p in enumerate(prompts):
-            if not p or not all(isinstance(t, int) for t in p):
-                raise ValueError(f"prompt_token_ids[{i}] must be a non-empty list of token ids (ints)")
+        prompts = prompt_lists(prompt_token_ids)
         generator = None
         if not params.greedy:
             generator = torch.Generator(device=self.device)

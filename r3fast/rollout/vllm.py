@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from r3fast.rollout.base import Completion, GenerationStats, SamplingParams
+from r3fast.rollout.base import Completion, GenerationStats, SamplingParams, prompt_lists
 from r3fast.rollout.weight_sync import (
     checkpoint_shapes,
     full_tensors,
@@ -161,10 +161,7 @@ class VLLMEngine:
     ) -> list[list[Completion]]:
         from vllm import SamplingParams as VllmSamplingParams
 
-        prompts = [list(p) for p in prompt_token_ids]
-        for i, p in enumerate(prompts):
-            if not p or not all(isinstance(t, int) for t in p):
-                raise ValueError(f"prompt_token_ids[{i}] must be a non-empty list of token ids (ints)")
+        prompts = prompt_lists(prompt_token_ids)
         self._ready_to_sample()
         # greedy samples are identical: decode each prompt once and copy, as HFEngine does
         n_decode = 1 if params.greedy else params.n
