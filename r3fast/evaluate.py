@@ -103,6 +103,8 @@ def evaluate(
             step: {**asdict(s), "tokens_per_second": s.tokens_per_second} for step, s in {**stats, "total": total}.items()
         },
         "reflect_config": {k: v for k, v in asdict(config).items() if k != "prompts"},
+        "reflection_prompts": {"reflection_request": config.prompts.reflection_request,
+                               "retry_layout": config.prompts.retry_layout, "retry_request": config.prompts.retry_template},
         "seconds": time.perf_counter() - start,
     }
 

@@ -123,8 +123,9 @@ def failures_as_attempts(failures: Sequence[Failure], task: Task, tokenizer) -> 
         prompt = task.prompt(failure.instance)
         messages, tools = chat_template_inputs(prompt, takes_tools)
         completion = Completion(tokenizer.encode(failure.attempt, add_special_tokens=False), [], failure.attempt, "stop")
+        reason = getattr(task.explain(failure.instance, failure.attempt), "reason", "")
         attempts.append(
             Attempt(failure.instance, messages, tools, prompt.task_text, chat_ids(tokenizer, messages, tools),
-                    completion, False, failure.verdict)
+                    completion, False, failure.verdict, reason)
         )
     return attempts

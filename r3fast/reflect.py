@@ -81,6 +81,7 @@ class Attempt:
     completion: Completion
     passed: bool
     code: str                              # verdict code (PASS, NO_ANSWER, ...)
+    reason: str = ""                       # the verdict's reason: the feedback a reflection request may quote
 
 
 @dataclass
@@ -148,11 +149,18 @@ def chat_ids(tokenizer, messages: Sequence[dict[str, str]], tools: list[dict] | 
 
 
 def reflection_messages(attempt: Attempt, prompts: ReflectionPrompts) -> list[dict[str, str]]:
-    return [*attempt.messages, {"role": "assistant", "content": attempt.completion.text}, reflection_turn(prompts)]
+    return [
+        *attempt.messages,
+        {"role": "assistant", "content": attempt.completion.text},
+        reflection_turn(prompts, attempt.reason),
+    ]
 
 
 def retry_messages(reflection: Reflection, prompts: ReflectionPrompts) -> list[dict[str, str]]:
     attempt = reflection.attempt
+    if prompts.retry_layout == "fresh":  # the task prompt again, its last turn quoting attempt and reflection
+        turn = retry_turn(attempt.task_text, prompts, attempt.completion.text, reflection.completion.text)
+        return [*attempt.messages[:-1], turn]
     return [
         *reflection_messages(attempt, prompts),
         {"role": "assistant", "content": reflection.completion.text},
@@ -196,8 +204,8 @@ def first_attempts(
     outs = _timed_generate(engine, [c[4] for c in conversations], params, stats or GenerationStats())
     attempts = []
     for (instance, messages, tools, task_text, ids), (completion,) in zip(conversations, outs, strict=True):
-        passed, code = _judge(task, instance, completion.text)
-        attempts.append(Attempt(instance, messages, tools, task_text, ids, completion, passed, code))
+        passed, code, reason = _judge(task, instance, completion.text)
+        attempts.append(Attempt(instance, messages, tools, task_text, ids, completion, passed, code, reason))
     return attempts
 
 
@@ -235,7 +243,7 @@ def retry_after_reflections(
     outs = _timed_generate(engine, contexts, params, stats or GenerationStats())
     retries = []
     for reflection, context, (completion,) in zip(reflections, contexts, outs, strict=True):
-        passed, code = _judge(task, reflection.attempt.instance, completion.text)
+        passed, code, _ = _judge(task, reflection.attempt.instance, completion.text)
         retries.append(Retry(reflection, context, completion, passed, code))
     return retries
 
@@ -306,6 +314,7 @@ def reflect_retry(
     )
 
 
-def _judge(task: Task, instance: Instance, text: str) -> tuple[bool, str]:
+def _judge(task: Task, instance: Instance, text: str) -> tuple[bool, str, str]:
     passed = bool(task.verify(instance, text))
-    return passed, task.explain(instance, text).code
+    verdict = task.explain(instance, text)
+    return passed, verdict.code, getattr(verdict, "reason", "")

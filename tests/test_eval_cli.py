@@ -35,6 +35,16 @@ def test_eval_writes_valid_json(tiny_model, tmp_path, capsys):
     assert format_report(report).splitlines()[0].split() == ["task", "countdown-easy"]
 
 
+def test_eval_takes_the_reflection_protocol(tiny_model, tmp_path):
+    out = tmp_path / "eval.json"
+    request = "Wrong: {feedback}. What went wrong?"
+    assert main(["eval", "--task", "countdown-easy", *SMALL, "--reflection-max-new-tokens", "3", "--retry-layout", "fresh",
+                 "--reflection-request", request, "--out", str(out)]) == 0
+    prompts = json.loads(out.read_text())["reflection_prompts"]
+    assert prompts["reflection_request"] == request and prompts["retry_layout"] == "fresh"
+    assert "{reflection}" in prompts["retry_request"] and "{task}" in prompts["retry_request"]
+
+
 def test_eval_function_calling_tasks(tiny_model, tmp_path):
     out = tmp_path / "eval.json"
     assert main(["eval", "--task", "bfcl", "--categories", "simple_python", *SMALL, "--reflection-max-new-tokens", "2",
@@ -66,6 +76,7 @@ def test_failures_writes_a_loadable_dataset(tiny_model, tmp_path, capsys):
         (["eval", "--task", "countdown", "--source", "/nonexistent/data.jsonl"], "/nonexistent/data.jsonl"),
         (["eval", "--task", "countdown", "--categories", "simple_python"], "--categories applies to --task bfcl"),
         (["failures", "--task", "nope"], "unknown task 'nope'"),
+        (["eval", "--task", "countdown-easy", "--retry-request", "again"], r"\{task\} placeholder"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):

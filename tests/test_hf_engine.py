@@ -180,3 +180,22 @@ def test_top_p_samples_only_from_the_nucleus(values, top_p, seed):
 def test_cut_at_stop():
     assert cut_at_stop("a </answer> b </x>", ["</x>", "</answer>"]) == "a </answer>"
     assert cut_at_stop("nothing here", ["</answer>"]) is None
+
+
+def test_sampled_rows_share_their_prompt_prefill(tiny_model, prompts):
+    """n samples of a prompt run its prefill once: the model sees each prompt token once, not n times."""
+    model, _ = tiny_model
+    seen = []
+    hook = model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["input_ids"].shape), with_kwargs=True)
+    try:
+        outs = engine(tiny_model, 6).generate(prompts, SamplingParams(max_new_tokens=3, temperature=1.0, n=3, seed=0))
+    finally:
+        hook.remove()
+    prefills = [shape for shape in seen if shape[1] > 1]
+    # 6 rows per batch at n=3: two prompts per prefill, each prompt prefilled exactly once
+    assert sorted(rows for rows, _ in prefills) == [2, 2]
+    # the step after each prefill decodes n rows per prompt
+    after = [seen[k + 1][0] for k, shape in enumerate(seen) if shape[1] > 1]
+    assert after == [6, 6]
+    assert [len(o) for o in outs] == [3] * len(prompts)
+    assert all(len(c.token_ids) == 3 for o in outs for c in o)

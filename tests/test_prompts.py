@@ -46,10 +46,23 @@ def test_countdown_demonstrations_pass_the_verifier(demo):
     assert check_countdown(fill(config.countdown_answer, expression=demo.expression), list(demo.numbers), demo.target)
 
 
-def test_countdown_demonstrations_rotate_operators():
-    operators = [{op for op in "+-*/" if op in d.expression} for d in COUNTDOWN_DEMOS]
+@pytest.mark.parametrize("size", [2, 3, 4])
+def test_countdown_demonstrations_of_each_size_rotate_operators(size):
+    pool = [d for d in COUNTDOWN_DEMOS if len(d.numbers) == size]
+    assert len(pool) >= 2
+    operators = [{op for op in "+-*/" if op in d.expression} for d in pool]
     assert set().union(*operators) == set("+-*/")
-    assert COUNTDOWN_DEMOS[0].expression == "3 * 5"  # the measured one-shot default
+
+
+@pytest.mark.parametrize("numbers", [[7, 3], [1, 2, 3], [4, 5, 6, 7], [1, 2, 3, 4, 5]])
+def test_demonstrations_match_the_task_size_when_the_pool_allows(numbers):
+    ids = [countdown_instance(numbers, k).id for k in range(40)]
+    sizes = {len(countdown_prompt(numbers, 1, i, PromptConfig()).messages[0]["content"].split("]")[0].split(","))
+             for i in ids}
+    # five numbers: no demo that size, so the whole pool serves
+    assert sizes == ({len(numbers)} if len(numbers) <= 4 else {2, 3, 4})
+    unmatched = {countdown_prompt(numbers, 1, i, PromptConfig(match_demo_size=False)).messages[1]["content"] for i in ids}
+    assert len(unmatched) > 4  # drawn from demos of every size
 
 
 @pytest.mark.parametrize("fmt", ["json", "tool_call"])
@@ -65,8 +78,9 @@ def test_default_countdown_prompt_is_one_shot():
     prompt = get_task("countdown").prompt(inst)
     roles = [m["role"] for m in prompt.messages]
     assert roles == ["user", "assistant", "user"]
-    assert prompt.messages[1]["content"] == "<answer> 3 * 5 </answer>"
-    assert "[3, 5]" in prompt.messages[0]["content"] and "15" in prompt.messages[0]["content"]
+    (demo,) = [d for d in COUNTDOWN_DEMOS if prompt.messages[1]["content"] == f"<answer> {d.expression} </answer>"]
+    assert len(demo.numbers) == 2  # a demonstration the size of the task
+    assert f"Numbers: {list(demo.numbers)}\nTarget: {demo.target}\n" in prompt.messages[0]["content"]
     last = prompt.messages[-1]["content"]
     assert last == prompt.task_text
     assert "[7, 3]" in last and "21" in last and "<answer>" in last and "</answer>" in last
@@ -75,7 +89,7 @@ def test_default_countdown_prompt_is_one_shot():
 
 @pytest.mark.parametrize("num_demos", [0, 1, 3])
 def test_number_of_demonstrations_and_system_turn(num_demos):
-    config = PromptConfig(num_demos=num_demos, system="Be brief.")
+    config = PromptConfig(num_demos=num_demos, system="Be brief.", rotate_demos=False, match_demo_size=False)
     prompt = countdown_prompt([1, 2], 3, "cd-x", config)
     assert prompt.messages[0] == {"role": "system", "content": "Be brief."}
     assert [m["role"] for m in prompt.messages[1:]] == ["user", "assistant"] * num_demos + ["user"]
@@ -89,10 +103,12 @@ def test_rotation_is_deterministic_per_instance_and_covers_the_pool():
     first_demo = [countdown_prompt([1, 2], 3, i, config).messages[1]["content"] for i in ids]
     assert first_demo == [countdown_prompt([1, 2], 3, i, config).messages[1]["content"] for i in ids]
     counts = Counter(first_demo)
-    assert len(counts) == len(COUNTDOWN_DEMOS)
-    assert min(counts.values()) > len(ids) / len(COUNTDOWN_DEMOS) / 3  # spread, not stuck on one
-    # Without rotation, always the first.
-    assert {countdown_prompt([1, 2], 3, i, PromptConfig()).messages[1]["content"] for i in ids} == {"<answer> 3 * 5 </answer>"}
+    pool = [d for d in COUNTDOWN_DEMOS if len(d.numbers) == 2]  # the demos the size of [1, 2]
+    assert len(counts) == len(pool)
+    assert min(counts.values()) > len(ids) / len(pool) / 3  # spread, not stuck on one
+    # Without rotation, always the first of them.
+    fixed = PromptConfig(rotate_demos=False)
+    assert {countdown_prompt([1, 2], 3, i, fixed).messages[1]["content"] for i in ids} == {f"<answer> {pool[0].expression} </answer>"}
 
 
 def test_select_demos_windows():
@@ -108,7 +124,7 @@ def test_select_demos_windows():
 
 def test_tool_call_format_changes_instruction_and_demos():
     tools = [FUNCTION_CALLING_DEMOS[0].tools[0]]
-    plain = function_calling_prompt("What time is it in Oslo?", tools, "fc-x", PromptConfig())
+    plain = function_calling_prompt("What time is it in Oslo?", tools, "fc-x", PromptConfig(rotate_demos=False))
     tagged = function_calling_prompt("What time is it in Oslo?", tools, "fc-x", PromptConfig(tool_call_format="tool_call"))
     assert json.loads(plain.messages[1]["content"]) == list(FUNCTION_CALLING_DEMOS[0].calls)
     assert tagged.messages[1]["content"].startswith("<tool_call>\n")

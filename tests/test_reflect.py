@@ -23,6 +23,7 @@ from r3fast.reflect import (
 from r3fast.rollout.base import Completion, SamplingParams
 from r3fast.rollout.hf import HFEngine
 from r3fast.tasks.base import Instance, Prompt
+from r3fast.verify import Verdict
 
 # Written like the real templates: newlines inside string literals, so `{%-` trimming cannot eat them.
 QWEN2_TEMPLATE = (
@@ -261,6 +262,18 @@ def test_reflection_and_retry_turns_follow_the_config(tiny_model):
     assert retry_messages  # the message builders are public for trainers that template themselves
 
 
+def test_reflection_request_can_quote_the_verifiers_feedback(tiny_model):
+    _, tokenizer = tiny_model
+    prompts = ReflectionPrompts(reflection_request="Wrong: {feedback}. Why?")
+    task = WordTask()
+    task.verify = lambda instance, text: False
+    task.explain = lambda instance, text: Verdict("WRONG", f"{len(text)} characters is not a word")
+    engine = ScriptedEngine(tokenizer, lambda call, s: "a reflection" if call else "xyz")
+    result = reflect_retry(engine, tokenizer, task, instances(1), ReflectConfig(group_size=1, prompts=prompts))
+    (e,) = result.episodes
+    assert tokenizer.decode(e.context_ids).endswith("Wrong: 3 characters is not a word. Why?<|im_end|>\n<|im_start|>assistant\n")
+
+
 def test_chat_template_required(tiny_model):
     _, tokenizer = tiny_model
     bare = copy.deepcopy(tokenizer)
@@ -287,3 +300,30 @@ def test_tools_reach_templates_that_take_them(tiny_model):
             system = text.split("<|im_start|>user")[0]
             assert (f'"name": "{name}"' in system) == in_system
             assert text.count(f'"name": "{name}"') == 1  # the retry restates the request, not the tools
+
+
+def test_fresh_retry_layout_quotes_attempt_and_reflection_in_the_task_prompt(tiny_model):
+    _, tokenizer = tiny_model
+    prompts = ReflectionPrompts(retry_layout="fresh")
+    replies = {0: "first try"}  # call 0: the attempt; then the reflection, then the retry
+    engine = ScriptedEngine(tokenizer, lambda call, s: replies.get(call, "a reflection" if call == 1 else "retry"))
+    task = WordTask()
+    task.verify = lambda instance, text: False
+    result = reflect_retry(engine, tokenizer, task, instances(1), ReflectConfig(group_size=1, prompts=prompts))
+    (e,) = result.episodes
+    task_text = task.prompt(instances(1)[0]).task_text
+    expected = chat_ids(tokenizer, [{"role": "user", "content": (
+        f"Your previous answer first try was wrong. Your note on it: a reflection\n\n{task_text}")}])
+    assert e.retry_context_ids == expected
+    # the reflection itself is still asked for after the attempt, in the continued chat
+    assert tokenizer.decode(e.context_ids).endswith(prompts.reflection_request + "<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"retry_layout": "sideways"}, "retry_layout must be one of"),
+    ({"retry_request": "Try again."}, r"\{task\} placeholder"),
+    ({"retry_request": "{reflection} {task}"}, "belong to the fresh retry layout"),
+])
+def test_bad_reflection_prompts_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ReflectionPrompts(**kwargs)

@@ -85,6 +85,7 @@ def test_sigkill_in_training_and_in_checkpoint_write_resumes_bit_identical(tmp_p
     # the uninterrupted run trained, and kept its last 2 checkpoints, valid
     rows = [json.loads(line) for line in (straight_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    assert [r["stage"] for r in rows] == ["first_try"] + ["r3"] * (STEPS - 1)
     assert sum(r.get("trained_sequences", 0) for r in rows) > 0  # some groups carried signal
     assert [step for step, _ in checkpoints(straight_dir)] == [STEPS - 1, STEPS]
     assert all(verify_checkpoint(folder) is None for _, folder in checkpoints(straight_dir))
@@ -100,3 +101,4 @@ def test_sigkill_in_training_and_in_checkpoint_write_resumes_bit_identical(tmp_p
         assert torch.equal(expected[name], got[name]), name
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    assert [r["stage"] for r in rows] == ["first_try"] + ["r3"] * (STEPS - 1)

@@ -20,6 +20,7 @@ OVERRIDES = [
     "model.name=tiny-random", "deterministic=true", "threads=1", "seed=7",
     "data.eval_size=0", "data.prompts_per_step=2", "data.mining_batch=3",
     f"schedule.steps={STEPS}", "schedule.warmup_steps=1", "checkpoint.every=1", "checkpoint.keep_last=2",
+    "stage.first_try_steps=1", "stage.first_try_group_size=3",  # step 1: the first-try stage; then R3
     "rollout.group_size=3", "rollout.attempt_max_new_tokens=5", "rollout.reflection_max_new_tokens=5",
     "rollout.reflection_temperature=1.0", "rollout.retry_temperature=1.0",
     "optimizer.lr=1e-3", "loss.micro_batch_size=4", "logging.progress=false", "logging.tensorboard=false",

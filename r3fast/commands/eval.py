@@ -43,6 +43,11 @@ def add_parser(subparsers) -> None:
     add_task_model_args(p)
     p.add_argument("--reflection-max-new-tokens", type=int, default=64, help="token budget of the reflection")
     p.add_argument("--reflection-temperature", type=float, default=0.0, help="0: greedy reflection (deterministic)")
+    p.add_argument("--reflection-request", default=None,
+                   help="user turn asking for the reflection; may quote the verifier's {feedback} (default: the paper's)")
+    p.add_argument("--retry-layout", default="continue", choices=("continue", "fresh"),
+                   help="continue the chat for the retry, or a fresh task prompt quoting attempt and reflection")
+    p.add_argument("--retry-request", default=None, help="retry user turn with {task} (fresh: also {attempt}, {reflection})")
     p.set_defaults(run=run)
 
 
@@ -50,13 +55,17 @@ def run(args) -> int:
     from dataclasses import replace
 
     from r3fast.evaluate import EVAL_REFLECT, evaluate, format_report, make_engine
+    from r3fast.prompts import ReflectionPrompts
 
+    prompts = ReflectionPrompts(retry_layout=args.retry_layout, retry_request=args.retry_request,
+                                **({} if args.reflection_request is None else {"reflection_request": args.reflection_request}))
     task, instances = load_task_and_instances(args)
     config = replace(
         EVAL_REFLECT,
         attempt_max_new_tokens=args.max_new_tokens,
         reflection_max_new_tokens=args.reflection_max_new_tokens,
         reflection_temperature=args.reflection_temperature,
+        prompts=prompts,
         seed=args.seed,
     )
     engine, tokenizer = make_engine(args.engine, args.model, batch_size=args.batch_size)

@@ -79,17 +79,21 @@ class HFEngine:
         if not params.greedy:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(params.seed if params.seed is not None else torch.seed())
-        # one row per (prompt, sample); greedy samples are identical, so decode each prompt once
-        n_decode = 1 if params.greedy else params.n
-        rows = [(i, s) for i in range(len(prompts)) for s in range(n_decode)]
-        rows.sort(key=lambda r: len(prompts[r[0]]))
+        # Greedy samples are identical, so each prompt is decoded once. Sampled ones share their
+        # prompt's prefill: the prompt goes through the model once and its KV cache is repeated
+        # for the n rows (a group of G reflections costs one prefill, not G).
+        copies = 1 if params.greedy else params.n
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        per_batch = max(1, self.batch_size // copies)
         results: dict[tuple[int, int], Completion] = {}
         start = time.perf_counter()
-        for b in range(0, len(rows), self.batch_size):
-            chunk = rows[b : b + self.batch_size]
-            for row, completion in zip(chunk, self._decode([prompts[i] for i, _ in chunk], params, generator), strict=True):
-                completion.prompt_index = row[0]
-                results[row] = completion
+        for b in range(0, len(order), per_batch):
+            chunk = order[b : b + per_batch]
+            decoded = self._decode([prompts[i] for i in chunk], params, generator, copies)
+            for k, completion in enumerate(decoded):
+                i, s = chunk[k // copies], k % copies
+                completion.prompt_index = i
+                results[(i, s)] = completion
         self.stats.seconds += time.perf_counter() - start
         self.stats.prompt_tokens += sum(len(p) for p in prompts)
         out = []
@@ -124,8 +128,9 @@ class HFEngine:
 
     @torch.no_grad()
     def _decode(
-        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None
+        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None, copies: int = 1
     ) -> list[Completion]:
+        """`copies` completions of each prompt, prompt-major: rows [k * copies, (k + 1) * copies) are prompt k's."""
         from transformers import DynamicCache
 
         device = self.device
@@ -138,10 +143,11 @@ class HFEngine:
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
 
         cache = DynamicCache(config=self.model.config)
-        tokens: list[list[int]] = [[] for _ in prompts]
-        logprobs: list[list[float]] = [[] for _ in prompts]
-        finish = ["length"] * len(prompts)
-        live = list(range(len(prompts)))  # rows still decoding, in cache order
+        rows = len(prompts) * copies
+        tokens: list[list[int]] = [[] for _ in range(rows)]
+        logprobs: list[list[float]] = [[] for _ in range(rows)]
+        finish = ["length"] * rows
+        live = list(range(rows))  # rows still decoding, in cache order
         eos = torch.tensor(sorted(self.eos_ids), device=device)
         stop_window = max((len(s) for s in params.stop), default=0) + 8  # tokens, >= chars of any stop string
 
@@ -155,8 +161,13 @@ class HFEngine:
                 use_cache=True,
                 logits_to_keep=1,
             )
-            cache = out.past_key_values
-            next_ids, next_lp = sample_next(out.logits[:, -1, :], params, generator)
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            if copies > 1 and step_ids is input_ids:  # after the shared prefill: one row per sample
+                cache.batch_repeat_interleave(copies)
+                logits = logits.repeat_interleave(copies, dim=0)
+                attention = attention.repeat_interleave(copies, dim=0)
+                positions = positions.repeat_interleave(copies, dim=0)
+            next_ids, next_lp = sample_next(logits, params, generator)
             is_eos = torch.isin(next_ids, eos).tolist()
             next_list, lp_list = next_ids.tolist(), next_lp.tolist()
             keep = []
@@ -181,7 +192,7 @@ class HFEngine:
             positions = positions[:, -1:] + 1
 
         completions = []
-        for r in range(len(prompts)):
+        for r in range(rows):
             text = self.tokenizer.decode(tokens[r], skip_special_tokens=True)
             if params.stop and finish[r] == "stop":
                 text = cut_at_stop(text, params.stop) or text

@@ -147,7 +147,7 @@ def load_countdown(source: str | os.PathLike | Iterable[Mapping]) -> list[Instan
 
 def countdown_prompt(instance: Instance, config: PromptConfig) -> Prompt:
     task_text = countdown_user_turn(instance.data["numbers"], instance.data["target"], config)
-    turns = countdown_demo_turns(instance.id, config)
+    turns = countdown_demo_turns(instance.id, len(instance.data["numbers"]), config)
     return Prompt(messages=chat_messages(config, turns, task_text), tools=None, task_text=task_text)
 
 

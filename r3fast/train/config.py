@@ -39,9 +39,11 @@ class TaskConfig:
     name: str = "countdown-easy"           # r3fast.tasks name (countdown, countdown-easy, function_calling, ...)
     path: str = ""                         # task data file, for tasks read from disk (xLAM JSONL, TinyZero parquet)
     num_demos: int = 1                     # few-shot chat demonstrations before each task (0: zero-shot)
-    rotate_demos: bool = False             # vary the demonstrations per instance (else always the first ones)
+    rotate_demos: bool = True              # vary the demonstrations per instance (else always the first ones)
+    match_demo_size: bool = True           # Countdown: demonstrations with as many numbers as the task
     reflection_request: str = ""           # user turn asking for a reflection; empty: r3fast.prompts' default
-    retry_request: str = ""                # user turn asking for the retry, with {task}; empty: the default
+    retry_request: str = ""                # user turn asking for the retry, with {task}; empty: the layout's default
+    retry_layout: str = choice("continue", "fresh")  # continue the chat, or a fresh task prompt quoting attempt + reflection
 
 
 @dataclass
@@ -67,6 +69,13 @@ class RolloutConfig:
     top_p: float = 1.0                     # nucleus mass for sampled turns
     batch_size: int = 32                   # prompts the engine decodes at once
     gpu_memory_utilization: float = 0.3    # vLLM only: share of GPU memory for its KV cache (colocated)
+
+
+@dataclass
+class StageConfig:
+    first_try_steps: int = 0               # warm-up stage: the first N of schedule.steps train first attempts with plain GRPO (0: R3 only)
+    first_try_group_size: int = 8          # G sampled first attempts per task in that stage
+    first_try_temperature: float = 1.0     # their sampling temperature (the loss uses the same)
 
 
 @dataclass
@@ -130,6 +139,7 @@ class TrainConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -154,6 +164,9 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "rollout.top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "rollout.batch_size": (lambda v: v >= 1, ">= 1"),
     "rollout.gpu_memory_utilization": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "stage.first_try_steps": (lambda v: v >= 0, ">= 0"),
+    "stage.first_try_group_size": (lambda v: v >= 2, ">= 2 (a group of one has no baseline)"),
+    "stage.first_try_temperature": (lambda v: v > 0, "> 0 (greedy attempts would all be equal)"),
     "loss.beta": (lambda v: v >= 0, ">= 0"),
     "loss.eps_low": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "loss.eps_high": (lambda v: v >= 0, ">= 0"),
@@ -223,6 +236,9 @@ def _check_ranges(cfg: TrainConfig) -> None:
     if cfg.schedule.warmup_steps > cfg.schedule.steps:
         raise ValueError(f"config key 'schedule.warmup_steps' must be <= schedule.steps ({cfg.schedule.steps}); "
                          f"got {cfg.schedule.warmup_steps}")
+    if cfg.stage.first_try_steps > cfg.schedule.steps:
+        raise ValueError(f"config key 'stage.first_try_steps' must be <= schedule.steps ({cfg.schedule.steps}); "
+                         f"got {cfg.stage.first_try_steps}")
     if cfg.data.source == "offline" and not cfg.data.failures_path:
         raise ValueError("config key 'data.failures_path' must name a failure dataset JSONL when data.source=offline")
 

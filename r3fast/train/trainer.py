@@ -2,7 +2,9 @@
 
 One step: take failed prompts from the pool -> sample G reflections each and retry after each
 -> rewards and group advantages -> GRPO update on the reflection tokens -> new weights into the
-rollout engine. The pieces live in their own modules (r3fast.reflect for the rollouts,
+rollout engine. When `stage.first_try_steps` is set, the first steps are instead a warm-up stage
+of plain GRPO on sampled first attempts (train/first_try.py), logged with stage "first_try".
+The pieces live in their own modules (r3fast.reflect for the rollouts,
 train/update.py for the loss and optimizer step, train/checkpoint.py, train/distributed.py);
 this file only wires them in order.
 """
@@ -64,6 +66,8 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
     )
     from r3fast.train.metrics import MetricsLogger, PhaseTimer
     from r3fast.train.pool import FailurePool
+    from r3fast.rollout.base import SamplingParams
+    from r3fast.train.first_try import first_try_batch
     from r3fast.train.update import PolicyLoss, grpo_update, samples_from_episodes
 
     started = time.perf_counter()
@@ -99,6 +103,17 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
     heldout_ids = {i.id for i in heldout}
     rcfg = reflect_config(cfg)
     gen_stats = {}
+
+    def stage_instances(n, seed):  # fresh tasks for the first-try stage, never held-out ones
+        if training_instances:
+            picked = random.Random(seed).sample(training_instances, min(n, len(training_instances)))
+        else:
+            picked = load_instances(cfg.task.name, n=n, seed=seed)
+        return [i for i in picked if i.id not in heldout_ids]
+
+    def first_try_params(seed):
+        return SamplingParams(cfg.rollout.attempt_max_new_tokens, cfg.stage.first_try_temperature,
+                              cfg.rollout.top_p, cfg.stage.first_try_group_size, (), seed)
 
     def mine(instances, seed):
         params = dataclasses.replace(rcfg, seed=seed).attempt_params()
@@ -181,18 +196,31 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
         attempted0, passed0 = pool.attempted, pool.first_try_passed
         gen_stats.clear()
 
-        # 1. failed prompts (online mining generates: it counts as generation)
-        with timer("generation"):
-            failed = pool.take(prompts_per_rank, seed)
-            if cfg.data.source == "offline":
-                failed = failures_as_attempts(failed, task, tokenizer)
-        # 2. G reflections per failure, a retry after each, verified; group advantages
-        with timer("rollout"):
-            result = reflect_retry(engine, tokenizer, task, [], dataclasses.replace(rcfg, seed=seed), attempts=failed)
-        generation_s = sum(s.seconds for s in result.stats.values())
-        timer.seconds["generation"] += generation_s
-        timer.seconds["scoring"] += timer.seconds.pop("rollout") - generation_s  # templating + verifying
-        samples = samples_from_episodes(result.training_episodes())
+        first_try_stage = step <= cfg.stage.first_try_steps
+        if first_try_stage:
+            # warm-up stage: G sampled first attempts per fresh task, plain GRPO on the attempts
+            with timer("rollout"):
+                batch = first_try_batch(engine, tokenizer, task, stage_instances(prompts_per_rank, seed),
+                                        first_try_params(seed), scale_rewards=cfg.loss.scale_rewards,
+                                        stats=gen_stats.setdefault("first_try", _stats()))
+            timer.seconds["generation"] += timer.seconds.pop("rollout")
+            samples, temperature = batch.samples, cfg.stage.first_try_temperature
+            max_completion = cfg.rollout.attempt_max_new_tokens
+        else:
+            # 1. failed prompts (online mining generates: it counts as generation)
+            with timer("generation"):
+                failed = pool.take(prompts_per_rank, seed)
+                if cfg.data.source == "offline":
+                    failed = failures_as_attempts(failed, task, tokenizer)
+            # 2. G reflections per failure, a retry after each, verified; group advantages
+            with timer("rollout"):
+                result = reflect_retry(engine, tokenizer, task, [], dataclasses.replace(rcfg, seed=seed),
+                                       attempts=failed)
+            generation_s = sum(s.seconds for s in result.stats.values())
+            timer.seconds["generation"] += generation_s
+            timer.seconds["scoring"] += timer.seconds.pop("rollout") - generation_s  # templating + verifying
+            samples, temperature = samples_from_episodes(result.training_episodes()), cfg.rollout.reflection_temperature
+            max_completion = cfg.rollout.reflection_max_new_tokens
 
         # 3-4. loss over reflection tokens, AdamW step(s), LR schedule
         engine.sleep()
@@ -203,8 +231,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
                 module, model, optimizer, samples, loss_type=cfg.loss.loss_type, beta=cfg.loss.beta,
                 eps_low=cfg.loss.eps_low, eps_high=cfg.loss.eps_high, num_iterations=cfg.loss.num_iterations,
                 micro_batch_size=cfg.loss.micro_batch_size, old_logp_source=cfg.loss.old_logp,
-                temperature=cfg.rollout.reflection_temperature,
-                max_completion_length=cfg.rollout.reflection_max_new_tokens,
+                temperature=temperature, max_completion_length=max_completion,
                 max_grad_norm=cfg.optimizer.max_grad_norm, pad_id=pad_id, dist=dist, ref_model=ref_model,
                 backend=cfg.loss.backend, timer=timer,
             )
@@ -222,31 +249,13 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
             engine.wake_up()
 
         # -- metrics of this step, over all ranks --------------------------------------------
-        generated = sum(s.generated_tokens for s in list(result.stats.values()) + list(gen_stats.values()))
-        counts = dist.all_reduce_sum(torch.tensor([
-            len(result.episodes), sum(e.reward for e in result.episodes), result.failed,
-            result.failed - len(result.flat_groups), result.retry_passed_groups,
-            sum(len(e.reflection_ids) for e in result.episodes),
-            pool.attempted - attempted0, pool.first_try_passed - passed0, generated,
-        ], dtype=torch.float64)).tolist()
-        n_eps, reward_sum, n_groups, n_signal, n_rescued, refl_tokens, attempted, first_passed, generated = counts
-        step_s = sum(timer.seconds.values())
-        first = first_passed / attempted if attempted else None
-        rescued = n_rescued / n_groups if n_groups else 0.0
-        metrics = {
-            "reward_mean": reward_sum / n_eps if n_eps else 0.0,
-            "groups_with_signal": n_signal / n_groups if n_groups else 0.0,
-            "first_try_accuracy": first,
-            # first try, or a failure rescued by one of its group's retries (as `r3fast eval` counts it)
-            "second_try_accuracy": None if first is None else first + (1 - first) * rescued,
-            "rescued_fraction": rescued,
-            "reflection_length": refl_tokens / n_eps if n_eps else 0.0,
-            **{k: v for k, v in update.items()},
-            "lr": lr,
-            "tokens_per_second": generated / max(timer.seconds["generation"], 1e-9),
-            **{f"time_{k}": v for k, v in timer.seconds.items()},
-            "time_step": step_s,
-        }
+        if first_try_stage:
+            metrics = first_try_metrics(batch, gen_stats, dist)
+        else:
+            metrics = r3_metrics(result, gen_stats, pool.attempted - attempted0, pool.first_try_passed - passed0, dist)
+        metrics["tokens_per_second"] = metrics.pop("generated_tokens") / max(timer.seconds["generation"], 1e-9)
+        metrics.update({**update, "lr": lr, **{f"time_{k}": v for k, v in timer.seconds.items()},
+                        "time_step": sum(timer.seconds.values())})
         logger.log(step, metrics)
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", signal=f"{metrics['groups_with_signal']:.2f}")
@@ -390,7 +399,8 @@ def task_instances(cfg: TrainConfig) -> tuple[list, list]:
 def build_task(cfg: TrainConfig):
     from r3fast.tasks import get_task
 
-    return get_task(cfg.task.name, num_demos=cfg.task.num_demos, rotate_demos=cfg.task.rotate_demos)
+    t = cfg.task
+    return get_task(t.name, num_demos=t.num_demos, rotate_demos=t.rotate_demos, match_demo_size=t.match_demo_size)
 
 
 def reflect_config(cfg: TrainConfig):
@@ -398,7 +408,8 @@ def reflect_config(cfg: TrainConfig):
     from r3fast.reflect import ReflectConfig
 
     r = cfg.rollout
-    prompts = ReflectionPrompts(**{k: v for k, v in (("reflection_request", cfg.task.reflection_request),
+    prompts = ReflectionPrompts(retry_layout=cfg.task.retry_layout,
+                                **{k: v for k, v in (("reflection_request", cfg.task.reflection_request),
                                                      ("retry_request", cfg.task.retry_request)) if v})
     return ReflectConfig(
         group_size=r.group_size, attempt_max_new_tokens=r.attempt_max_new_tokens,
@@ -429,6 +440,50 @@ def _stats():
     return GenerationStats()
 
 
+# -- step metrics ----------------------------------------------------------------------------------
+
+
+def r3_metrics(result, gen_stats: dict, attempted: int, first_passed: int, dist: DistContext) -> dict:
+    """An R3 step: rewards of retries, groups with signal, first/second try of the mined attempts."""
+    generated = sum(s.generated_tokens for s in list(result.stats.values()) + list(gen_stats.values()))
+    counts = dist.all_reduce_sum(torch.tensor([
+        len(result.episodes), sum(e.reward for e in result.episodes), result.failed,
+        result.failed - len(result.flat_groups), result.retry_passed_groups,
+        sum(len(e.reflection_ids) for e in result.episodes), attempted, first_passed, generated,
+    ], dtype=torch.float64)).tolist()
+    n_eps, reward_sum, n_groups, n_signal, n_rescued, refl_tokens, attempted, first_passed, generated = counts
+    first = first_passed / attempted if attempted else None
+    rescued = n_rescued / n_groups if n_groups else 0.0
+    return {
+        "stage": "r3",
+        "reward_mean": reward_sum / n_eps if n_eps else 0.0,
+        "groups_with_signal": n_signal / n_groups if n_groups else 0.0,
+        "first_try_accuracy": first,
+        # first try, or a failure rescued by one of its group's retries (as `r3fast eval` counts it)
+        "second_try_accuracy": None if first is None else first + (1 - first) * rescued,
+        "rescued_fraction": rescued,
+        "reflection_length": refl_tokens / n_eps if n_eps else 0.0,
+        "generated_tokens": generated,
+    }
+
+
+def first_try_metrics(batch, gen_stats: dict, dist: DistContext) -> dict:
+    """A first-try stage step: the sampled attempts' pass rate is its reward and its accuracy."""
+    generated = sum(s.generated_tokens for s in gen_stats.values())
+    counts = dist.all_reduce_sum(torch.tensor(
+        [len(batch.rewards), sum(batch.rewards), batch.groups, batch.groups - batch.flat_groups, generated],
+        dtype=torch.float64)).tolist()
+    n, reward_sum, n_groups, n_signal, generated = counts
+    return {
+        "stage": "first_try",
+        "reward_mean": reward_sum / n if n else 0.0,
+        "groups_with_signal": n_signal / n_groups if n_groups else 0.0,
+        "first_try_accuracy": reward_sum / n if n else None,  # sampled at the stage's temperature
+        "second_try_accuracy": None,
+        "generated_tokens": generated,
+    }
+
+
 # -- pool checkpointing: a mined attempt as JSON --------------------------------------------------
 
 
@@ -451,8 +506,10 @@ def format_step(step: int, steps: int, m: dict) -> str:
     first = "-" if m["first_try_accuracy"] is None else f"{m['first_try_accuracy']:.2f}"
     times = " ".join(f"{k[5:]}={m[k]:.1f}s" for k in m if k.startswith("time_") and k != "time_step")
     loss = f"{m['loss']:+.4f}" if "loss" in m else "skipped"
-    return (f"step {step}/{steps}  reward {m['reward_mean']:.2f}  signal {m['groups_with_signal']:.2f}  "
-            f"first {first}  loss {loss}  kl {m.get('kl', 0.0):.4f}  refl {m['reflection_length']:.0f} tok  "
+    stage = "first-try stage  " if m.get("stage") == "first_try" else ""
+    refl = f"refl {m['reflection_length']:.0f} tok  " if "reflection_length" in m else ""
+    return (f"step {step}/{steps}  {stage}reward {m['reward_mean']:.2f}  signal {m['groups_with_signal']:.2f}  "
+            f"first {first}  loss {loss}  kl {m.get('kl', 0.0):.4f}  {refl}"
             f"{m['tokens_per_second']:.0f} tok/s  [{times}]")
 
 

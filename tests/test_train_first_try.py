@@ -1,0 +1,61 @@
+"""The first-try GRPO stage: G sampled attempts per task become samples whose advantages are the
+group-normalised rewards of the verifier, and whose context is exactly the templated task prompt."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from r3fast.advantages import group_advantages
+from r3fast.reflect import chat_ids
+from r3fast.rollout.base import SamplingParams
+from r3fast.rollout.hf import HFEngine
+from r3fast.tasks.base import Instance, Prompt
+from r3fast.train.first_try import first_try_batch
+
+
+class CoinTask:
+    """Passes an answer by a fixed hash of its text: some groups mixed, some flat."""
+
+    name = "coin"
+
+    def prompt(self, instance):
+        text = f"Say {instance.data['word']}."
+        return Prompt(messages=[{"role": "user", "content": text}], tools=None, task_text=text)
+
+    def verify(self, instance, text):
+        return zlib.crc32(text.encode()) % 2 == 0
+
+    def explain(self, instance, text):
+        raise AssertionError("the first-try stage needs only verify")
+
+
+def test_samples_carry_group_advantages_of_the_verifier_rewards(tiny_model):
+    model, tokenizer = tiny_model
+    task = CoinTask()
+    instances = [Instance(f"w{i}", {"word": w}) for i, w in enumerate(["apple", "river", "stone", "cloud", "ember"])]
+    params = SamplingParams(max_new_tokens=4, temperature=1.0, n=4, seed=5)
+    batch = first_try_batch(HFEngine(model, tokenizer, batch_size=8), tokenizer, task, instances, params)
+
+    assert batch.groups == 5 and len(batch.rewards) == 20
+    expected = group_advantages(batch.rewards, [g for g in range(5) for _ in range(4)])
+    assert batch.flat_groups == len(expected.flat_groups)
+    kept = [(g, a) for k, (g, a) in enumerate(zip([g for g in range(5) for _ in range(4)], expected.advantages))
+            if g not in expected.flat_groups]
+    assert [s.advantage for s in batch.samples] == pytest.approx([a for _, a in kept])
+    contexts = {g: chat_ids(tokenizer, task.prompt(instances[g]).messages) for g in range(5)}
+    assert [s.context_ids for s in batch.samples] == [contexts[g] for g, _ in kept]
+    # a sample's reward is the verifier's verdict on the decoded completion
+    for s, (g, a) in zip(batch.samples, kept):
+        passed = task.verify(None, tokenizer.decode(s.completion_ids, skip_special_tokens=True))
+        assert (a > 0) == passed
+        assert len(s.old_logprobs) == len(s.completion_ids)
+
+
+@pytest.mark.parametrize("n, temperature", [(1, 1.0), (4, 0.0)])
+def test_a_group_needs_several_sampled_attempts(tiny_model, n, temperature):
+    model, tokenizer = tiny_model
+    with pytest.raises(ValueError, match="needs n >= 2 sampled attempts"):
+        first_try_batch(HFEngine(model, tokenizer), tokenizer, CoinTask(), [Instance("a", {"word": "x"})],
+                        SamplingParams(max_new_tokens=2, temperature=temperature, n=n))
