@@ -4,6 +4,9 @@ Baselines, written here from their described behaviour (no third-party code is c
 - TinyZero-style Countdown: the last line after "Assistant:", the last <answer>...</answer> on it, \\d+ numbers
   compared as a sorted list, eval() after a character whitelist, float compare within 1e-5.
 - json / orjson function calls: loads both sides, then multiset matching of the call dicts with ==.
+The issue's comparison gives every checker the gold as JSON text on every call. Extra rows labelled "prepared"
+let every checker parse each gold once beforehand (r3fast.verify.prepare_gold; json/orjson.loads) and time only
+the checks of the outputs.
 """
 
 import json
@@ -13,7 +16,7 @@ import re
 import orjson
 import pytest
 
-from r3fast.verify import check_countdown_batch, check_function_calls_batch
+from r3fast.verify import check_countdown_batch, check_function_calls_batch, prepare_gold
 from r3fast.verify.reference import countdown_verdict, function_calls_verdict
 
 N = 2000  # items per timed batch
@@ -115,6 +118,20 @@ def orjson_function_calls(output: str, gold: str) -> bool:
         return False
 
 
+def json_function_calls_prepared(output: str, gold: list) -> bool:
+    try:
+        return _calls_match(json.loads(output), gold)
+    except ValueError:
+        return False
+
+
+def orjson_function_calls_prepared(output: str, gold: list) -> bool:
+    try:
+        return _calls_match(orjson.loads(output), gold)
+    except orjson.JSONDecodeError:
+        return False
+
+
 # -------------------------------------------------------------------------------------------------- benches
 
 COUNTDOWN = _countdown_inputs(N)
@@ -142,6 +159,8 @@ def medians(report_ratio):
     ratio("calls_cpp_1thread", "calls_json", ">= 50x")
     ratio("calls_cpp_1thread", "calls_orjson", ">= 10x")
     ratio("calls_cpp_1thread", "calls_python_reference", "-")
+    ratio("calls_cpp_1thread_prepared", "calls_json_prepared", "- (golds parsed beforehand)")
+    ratio("calls_cpp_1thread_prepared", "calls_orjson_prepared", "- (golds parsed beforehand)")
     ratio("calls_cpp_1thread_grouped", "calls_json_grouped", "- (gold shared by 8 outputs)")
     ratio("calls_cpp_1thread_grouped", "calls_orjson_grouped", "- (gold shared by 8 outputs)")
     ratio("countdown_cpp_100k_2threads", "countdown_cpp_100k_1thread", ">= 1.8x")
@@ -267,4 +286,22 @@ def test_calls_grouped(benchmark, medians, checker):
     else:
         fn = lambda: [python_checker(o, g) for o, g in zip(outputs, golds, strict=True)]  # noqa: E731
     passed = _run(benchmark, medians, f"calls_{checker}_grouped", fn, 50 if python_checker is None else 10)
+    assert passed == [json_function_calls(o, g) for o, g in zip(outputs, golds, strict=True)]
+
+
+@pytest.mark.parametrize("checker", ["cpp_1thread", "json", "orjson"])
+def test_calls_prepared(benchmark, medians, checker):
+    benchmark.group = "function calls, golds parsed beforehand"
+    outputs, golds = FUNCTION_CALLS
+    if checker == "cpp_1thread":
+        prepared = [prepare_gold(g) for g in golds]
+        fn = lambda: check_function_calls_batch(outputs, prepared, num_threads=1)  # noqa: E731
+    else:
+        loads, python_checker = {
+            "json": (json.loads, json_function_calls_prepared),
+            "orjson": (orjson.loads, orjson_function_calls_prepared),
+        }[checker]
+        parsed = [loads(g) for g in golds]
+        fn = lambda: [python_checker(o, g) for o, g in zip(outputs, parsed, strict=True)]  # noqa: E731
+    passed = _run(benchmark, medians, f"calls_{checker}_prepared", fn, 50 if checker == "cpp_1thread" else 10)
     assert passed == [json_function_calls(o, g) for o, g in zip(outputs, golds, strict=True)]

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -24,12 +25,21 @@ bool is_space(char c) {
 }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-// Last occurrence of `needle` that ends at or before `end`; npos if none. A plain backward scan: linear even
-// for inputs made of near-matches such as 100 MB of "<".
+// Last occurrence of `needle` that ends at or before `end`; npos if none. A backward scan: memrchr skips runs
+// without a candidate first byte, and candidates compare inline, so inputs made of near-matches such as
+// 100 MB of "<" cost no call per byte.
 size_t rfind_before(std::string_view hay, std::string_view needle, size_t end) {
   if (end < needle.size()) return std::string_view::npos;
+  const char* const base = hay.data();
   for (size_t pos = end - needle.size() + 1; pos-- > 0;) {
-    if (hay[pos] == needle[0] && hay.substr(pos, needle.size()) == needle) return pos;
+    if (base[pos] != needle[0]) {
+      const void* hit = memrchr(base, needle[0], pos);
+      if (hit == nullptr) break;
+      pos = static_cast<size_t>(static_cast<const char*>(hit) - base);
+    }
+    size_t k = 1;
+    while (k < needle.size() && base[pos + k] == needle[k]) ++k;
+    if (k == needle.size()) return pos;
   }
   return std::string_view::npos;
 }
@@ -95,14 +105,16 @@ Verdict divide(Rational a, Rational b, Rational* out) {
 // errors are only recorded (the first one in evaluation order wins) because they rank after the literal check.
 class Parser {
  public:
-  explicit Parser(std::string_view s) : s_(s) {}
+  // `s` ends with a NUL sentinel at s[size] (not counted in size): scans stop there without bounds checks, and
+  // a NUL inside the answer stops them too, which the final position check reports as a parse error.
+  Parser(const char* s, size_t size) : p_(s), end_(s + size) {}
 
   // kPass with the value in *out, or the first grammar/depth error.
   Verdict parse(Rational* out) {
     Verdict v = expr(out);
     if (v != Verdict::kPass) return v;
     skip_space();
-    return pos_ == s_.size() ? Verdict::kPass : Verdict::kParseError;
+    return p_ == end_ ? Verdict::kPass : Verdict::kParseError;
   }
 
   Verdict arithmetic_error() const { return arith_; }
@@ -124,11 +136,11 @@ class Parser {
 
  private:
   void skip_space() {
-    while (pos_ < s_.size() && is_space(s_[pos_])) ++pos_;
+    while (is_space(*p_)) ++p_;
   }
   char peek() {
     skip_space();
-    return pos_ < s_.size() ? s_[pos_] : '\0';
+    return *p_;
   }
 
   void combine(Verdict (*op)(Rational, Rational, Rational*), Rational rhs, Rational* acc) {
@@ -139,7 +151,7 @@ class Parser {
   Verdict expr(Rational* out) {
     Verdict v = term(out);
     for (char c = peek(); v == Verdict::kPass && (c == '+' || c == '-'); c = peek()) {
-      ++pos_;
+      ++p_;
       Rational rhs;
       v = term(&rhs);
       if (c == '-') rhs.num = -rhs.num;
@@ -151,7 +163,7 @@ class Parser {
   Verdict term(Rational* out) {
     Verdict v = factor(out);
     for (char c = peek(); v == Verdict::kPass && (c == '*' || c == '/'); c = peek()) {
-      ++pos_;
+      ++p_;
       Rational rhs;
       v = factor(&rhs);
       combine(c == '*' ? mul : divide, rhs, out);
@@ -163,12 +175,17 @@ class Parser {
     const char c = peek();
     if (c == '+' || c == '-' || c == '(') {
       if (++depth_ > kMaxExpressionDepth) return Verdict::kTooDeep;
-      ++pos_;
+      ++p_;
       Verdict v;
       if (c == '(') {
         v = expr(out);
-        if (v == Verdict::kPass && peek() != ')') v = Verdict::kParseError;
-        ++pos_;
+        if (v == Verdict::kPass) {
+          if (peek() == ')') {
+            ++p_;
+          } else {
+            v = Verdict::kParseError;
+          }
+        }
       } else {
         v = factor(out);
         if (c == '-') out->num = -out->num;
@@ -180,17 +197,16 @@ class Parser {
   }
 
   Verdict number(Rational* out) {
-    const size_t start = pos_;
+    const char* const start = p_;
     uint64_t value = 0;
     bool huge = false;
-    while (pos_ < s_.size() && is_digit(s_[pos_])) {
-      const uint64_t d = static_cast<uint64_t>(s_[pos_] - '0');
+    for (; is_digit(*p_); ++p_) {
+      const uint64_t d = static_cast<uint64_t>(*p_ - '0');
       // Up to 18 digits cannot exceed INT64_MAX; only longer literals pay for the overflow test.
-      if (pos_ - start >= 18 && value > (static_cast<uint64_t>(kMax) - d) / 10) huge = true;
+      if (p_ - start >= 18 && value > (static_cast<uint64_t>(kMax) - d) / 10) huge = true;
       if (!huge) value = value * 10 + d;
-      ++pos_;
     }
-    if (pos_ == start || (s_[start] == '0' && pos_ - start > 1)) return Verdict::kParseError;
+    if (p_ == start || (*start == '0' && p_ - start > 1)) return Verdict::kParseError;
     // A literal above INT64_MAX can never be one of the numbers; evaluation is then moot.
     huge_literal_ |= huge;
     if (num_literals_ < literals_.size()) literals_[num_literals_] = static_cast<int64_t>(value);
@@ -199,8 +215,8 @@ class Parser {
     return Verdict::kPass;
   }
 
-  std::string_view s_;
-  size_t pos_ = 0;
+  const char* p_;
+  const char* const end_;
   int depth_ = 0;
   Verdict arith_ = Verdict::kPass;
   bool huge_literal_ = false;
@@ -210,8 +226,9 @@ class Parser {
 
 }  // namespace
 
-Verdict check_countdown(std::string_view text, const int64_t* numbers, size_t num_numbers, int64_t target) {
-  if (!simdjson::validate_utf8(text.data(), text.size())) return Verdict::kInvalidText;
+Verdict check_countdown(std::string_view text, const int64_t* numbers, size_t num_numbers, int64_t target,
+                        bool known_utf8) {
+  if (!known_utf8 && !simdjson::validate_utf8(text.data(), text.size())) return Verdict::kInvalidText;
   const size_t close = rfind_before(text, kCloseTag, text.size());
   if (close == std::string_view::npos) return Verdict::kNoAnswer;
   const size_t open = rfind_before(text, kOpenTag, close);
@@ -223,7 +240,10 @@ Verdict check_countdown(std::string_view text, const int64_t* numbers, size_t nu
   if (begin == end) return Verdict::kNoAnswer;
   if (end - begin > kMaxAnswerBytes) return Verdict::kTooLong;
 
-  Parser parser(text.substr(begin, end - begin));
+  char answer[kMaxAnswerBytes + 1];
+  std::memcpy(answer, text.data() + begin, end - begin);
+  answer[end - begin] = '\0';
+  Parser parser(answer, end - begin);
   Rational value;
   const Verdict grammar = parser.parse(&value);
   if (grammar != Verdict::kPass) return grammar;

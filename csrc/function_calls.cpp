@@ -8,6 +8,8 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -41,22 +43,32 @@ std::string_view strip(std::string_view s) {
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
-// A growable byte buffer that never zero-fills: std::string's resize/append paths cost more than the copying.
-class ByteBuffer {
+// A growable array of trivially copyable values that never zero-fills and inlines its appends: the append
+// paths of std::string and std::vector cost more than the copying here.
+template <class T>
+class PodBuffer {
+  static_assert(std::is_trivially_copyable_v<T>);
+
  public:
   size_t size() const { return size_; }
   size_t capacity() const { return cap_; }
-  char* data() { return data_.get(); }
-  const char* data() const { return data_.get(); }
-  char operator[](size_t i) const { return data_[i]; }
-  std::string_view view() const { return std::string_view(data_.get(), size_); }
+  T* data() { return data_.get(); }
+  const T* data() const { return data_.get(); }
+  T* begin() { return data_.get(); }
+  T* end() { return data_.get() + size_; }
+  const T* begin() const { return data_.get(); }
+  const T* end() const { return data_.get() + size_; }
+  T& operator[](size_t i) { return data_[i]; }
+  const T& operator[](size_t i) const { return data_[i]; }
+  T& back() { return data_[size_ - 1]; }
+  std::string_view view() const { return std::string_view(data_.get(), size_); }  // bytes only
   void clear() { size_ = 0; }
-  void release() { *this = ByteBuffer(); }
+  void release() { *this = PodBuffer(); }
 
-  // Makes room for n more bytes and returns where they start; the caller fills them.
-  char* extend(size_t n) {
+  // Makes room for n more values and returns where they start; the caller fills them.
+  T* extend(size_t n) {
     if (cap_ - size_ < n) grow(size_ + n);
-    char* p = data_.get() + size_;
+    T* p = data_.get() + size_;
     size_ += n;
     return p;
   }
@@ -64,31 +76,35 @@ class ByteBuffer {
     if (n > cap_) grow(n);
     size_ = n;
   }
-  void append(const char* p, size_t n) {
-    if (n != 0) std::memcpy(extend(n), p, n);
+  void push_back(const T& v) { *extend(1) = v; }
+  void append(const T* p, size_t n) {
+    if (n != 0) std::memcpy(extend(n), p, n * sizeof(T));
   }
-  ByteBuffer& operator+=(std::string_view s) {
+  PodBuffer& operator+=(std::string_view s) {  // bytes only
     append(s.data(), s.size());
     return *this;
   }
-  ByteBuffer& operator+=(char c) {
-    *extend(1) = c;
+  PodBuffer& operator+=(T c) {
+    push_back(c);
     return *this;
   }
 
  private:
   void grow(size_t need) {
-    const size_t cap = std::max(need, std::max<size_t>(2 * cap_, 256));
-    std::unique_ptr<char[]> bigger(new char[cap]);
-    if (size_ != 0) std::memcpy(bigger.get(), data_.get(), size_);
+    // A small first size: a prepared gold keeps its buffers, and thousands of them should stay compact.
+    const size_t cap = std::max(need, std::max<size_t>(2 * cap_, std::max<size_t>(16, 256 / sizeof(T))));
+    std::unique_ptr<T[]> bigger(new T[cap]);
+    if (size_ != 0) std::memcpy(bigger.get(), data_.get(), size_ * sizeof(T));
     data_ = std::move(bigger);
     cap_ = cap;
   }
 
-  std::unique_ptr<char[]> data_;
+  std::unique_ptr<T[]> data_;
   size_t size_ = 0;
   size_t cap_ = 0;
 };
+
+using ByteBuffer = PodBuffer<char>;
 
 void append_int(ByteBuffer* out, int64_t v) {
   char buf[24];
@@ -121,86 +137,297 @@ std::string add_small(std::string_view big, int64_t delta) {
   return r.substr(nz);
 }
 
-struct Span {
-  size_t begin, size;
+// A JSON value reduced to what equality depends on. Strings and big numbers are canonical bytes in the tree's
+// byte buffer (strings unescaped, numbers as exact decimals); containers own a run of items or members.
+enum class Kind : uint8_t { kNull, kFalse, kTrue, kSmallNumber, kNumber, kString, kArray, kObject };
+
+struct Node {
+  Kind kind;
+  // kSmallNumber: the value is begin * 10^size, both read as signed, begin without trailing zeros (or 0, 0).
+  uint32_t size;   // bytes of a string or number, elements of an array, members of an object
+  uint64_t begin;  // offset in bytes (string, number), items (array) or members (object)
 };
 
-struct Member {
-  size_t begin;      // start of the encoded key
-  size_t key_begin;  // unescaped key bytes
-  size_t key_size;
-  size_t end;        // end of the encoded value
-  uint64_t key_prefix;  // the key's first 8 bytes big-endian, zero-padded: orders most keys without memcmp
-};
-
-uint64_t key_prefix(std::string_view key) {
-  uint64_t p = 0;
-  const size_t n = std::min<size_t>(key.size(), 8);
-  for (size_t i = 0; i < n; ++i) p |= static_cast<uint64_t>(static_cast<unsigned char>(key[i])) << (56 - 8 * i);
-  return p;
+// The common case of number() below: an integer of at most 18 digits, written as a kSmallNumber. False (and
+// nothing written) for anything else, which the general path then reads.
+bool small_integer(std::string_view raw, Node* node) {
+  const size_t sign = !raw.empty() && raw[0] == '-' ? 1 : 0;
+  const size_t digits = raw.size() - sign;
+  if (digits == 0 || digits > 18 || (raw[sign] == '0' && digits > 1)) return false;
+  int64_t v = 0;
+  for (size_t i = sign; i < raw.size(); ++i) {
+    if (!is_digit(raw[i])) return false;
+    v = v * 10 + (raw[i] - '0');
+  }
+  uint32_t exponent = 0;
+  while (v != 0 && v % 10 == 0) {
+    v /= 10;
+    ++exponent;
+  }
+  *node = Node{Kind::kSmallNumber, exponent, static_cast<uint64_t>(sign ? -v : v)};
+  return true;
 }
 
-// Writes each JSON value in a canonical byte form so that two values are equal as JSON (objects unordered,
-// numbers by exact decimal value, strings unescaped) iff their encodings are equal bytes:
-//   null n | true t | false f | number d<sign><digits>e<exponent>; or d0; | string s<len as 8 bytes><bytes>
-//   array [<values>] | object {<key string><value>...} with members sorted by key bytes.
-class Canonicalizer {
- public:
-  void clear() { truncate(0); }
-  // Drops the canonical bytes written after the first `size` (those of a gold kept for the next check).
-  void truncate(size_t size) {
-    out_.resize(size);
-    members_.clear();
+// Validates a JSON number token and writes its exact decimal value to *node: a kSmallNumber when the value has
+// at most 18 significant digits and an exponent within int32 (most numbers), else <sign><digits>e<exponent>
+// (digits without leading or trailing zeros) appended to *bytes. Both forms depend on the value alone, so
+// equal values give equal nodes.
+bool number(std::string_view raw, ByteBuffer* bytes, Node* node) {
+  while (!raw.empty() && is_space(raw.back())) raw.remove_suffix(1);  // the token carries trailing space
+  if (small_integer(raw, node)) return true;
+  size_t i = 0;
+  const size_t n = raw.size();
+  const bool negative = i < n && raw[i] == '-';
+  if (negative) ++i;
+  const size_t int_begin = i;
+  if (i < n && raw[i] == '0') {
+    ++i;
+  } else {
+    while (i < n && is_digit(raw[i])) ++i;
   }
-  size_t size() const { return out_.size(); }
+  if (i == int_begin) return false;
+  const std::string_view int_digits = raw.substr(int_begin, i - int_begin);
+  std::string_view frac_digits;
+  if (i < n && raw[i] == '.') {
+    const size_t b = ++i;
+    while (i < n && is_digit(raw[i])) ++i;
+    if (i == b) return false;
+    frac_digits = raw.substr(b, i - b);
+  }
+  bool exp_negative = false;
+  std::string_view exp_digits;
+  if (i < n && (raw[i] == 'e' || raw[i] == 'E')) {
+    ++i;
+    if (i < n && (raw[i] == '+' || raw[i] == '-')) exp_negative = raw[i++] == '-';
+    const size_t b = i;
+    while (i < n && is_digit(raw[i])) ++i;
+    if (i == b) return false;
+    exp_digits = raw.substr(b, i - b);
+  }
+  if (i != n) return false;
 
-  std::string_view bytes(Span s) const { return out_.view().substr(s.begin, s.size); }
+  // value = digits(int ++ frac) * 10^(exp - len(frac)); drop leading zeros, move trailing zeros to exp.
+  // The digit string is int ++ frac, addressed as one run without copying it.
+  const size_t total = int_digits.size() + frac_digits.size();
+  const auto digit = [&](size_t k) { return k < int_digits.size() ? int_digits[k] : frac_digits[k - int_digits.size()]; };
+  size_t lead = 0;
+  while (lead < total && digit(lead) == '0') ++lead;
+  if (lead == total) {
+    *node = Node{Kind::kSmallNumber, 0, 0};
+    return true;
+  }
+  size_t last = total - 1;
+  while (digit(last) == '0') --last;
+  const int64_t adjust = static_cast<int64_t>(total - 1 - last) - static_cast<int64_t>(frac_digits.size());
+  const size_t exp_lead = std::min(exp_digits.find_first_not_of('0'), exp_digits.size());
+  exp_digits.remove_prefix(exp_lead);
+  // Exponents of more than 17 digits exceed int32 even after the adjustment (|adjust| < 2^32).
+  int64_t exponent = 0;
+  if (exp_digits.size() <= 17) {
+    for (char c : exp_digits) exponent = exponent * 10 + (c - '0');
+    exponent = (exp_negative ? -exponent : exponent) + adjust;
+    if (last - lead < 18 && exponent >= INT32_MIN && exponent <= INT32_MAX) {
+      int64_t significand = 0;
+      for (size_t k = lead; k <= last; ++k) significand = significand * 10 + (digit(k) - '0');
+      *node = Node{Kind::kSmallNumber, static_cast<uint32_t>(static_cast<int32_t>(exponent)),
+                   static_cast<uint64_t>(negative ? -significand : significand)};
+      return true;
+    }
+  }
+  ByteBuffer& out = *bytes;
+  const uint64_t begin = out.size();
+  out += negative ? '-' : '+';
+  if (last < int_digits.size()) {
+    out.append(int_digits.data() + lead, last + 1 - lead);
+  } else {
+    if (lead < int_digits.size()) out.append(int_digits.data() + lead, int_digits.size() - lead);
+    const size_t frac_from = lead > int_digits.size() ? lead - int_digits.size() : 0;
+    out.append(frac_digits.data() + frac_from, last + 1 - int_digits.size() - frac_from);
+  }
+  out += 'e';
+  if (exp_digits.size() <= 17) {
+    append_int(&out, exponent);
+  } else {
+    if (exp_negative) out += '-';
+    out += add_small(exp_digits, exp_negative ? -adjust : adjust);
+  }
+  *node = Node{Kind::kNumber, static_cast<uint32_t>(out.size() - begin), begin};
+  return true;
+}
 
-  // Parses `text` as one JSON document and appends its calls to `calls`. With `one_call` the document must be
-  // a single call object; otherwise an array of calls or a single call.
-  Verdict add_document(std::string_view text, bool one_call, std::vector<Span>* calls) {
+// ------------------------------------------------------------------------------------------ canonical calls
+
+// Keys are short: their first 16 bytes are kept in the member and compare as two integers.
+struct Member {
+  uint64_t head[2];    // the key's first 16 bytes, zero-padded
+  uint64_t tail;       // offset in the tree's bytes of the key's bytes past the first 16
+  uint32_t key_size;
+  uint32_t value;      // node index
+};
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "set_key_head masks the key's bytes as little-endian");
+
+// `readable` bytes from p may be read (>= 16 inside a padded document), of which the first n are the key.
+void set_key_head(const char* p, size_t n, size_t readable, Member* m) {
+  if (readable >= 16) {
+    std::memcpy(m->head, p, 16);
+  } else {
+    m->head[0] = m->head[1] = 0;
+    std::memcpy(m->head, p, std::min(n, readable));
+  }
+  const auto low_bytes = [](size_t k) { return k >= 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * k)) - 1; };
+  m->head[0] &= low_bytes(n);
+  m->head[1] &= n <= 8 ? 0 : low_bytes(n - 8);
+}
+
+// Offset of the first '"' or '\\' from p, 8 bytes at a time. The document has passed simdjson's stage 1, so a
+// string's closing quote exists, and the padding after the document covers the reads past it.
+size_t quote_or_backslash(const char* p) {
+  constexpr uint64_t kOnes = 0x0101010101010101, kHighs = 0x8080808080808080;
+  for (size_t n = 0;; n += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + n, 8);
+    const uint64_t quote = w ^ (kOnes * '"'), backslash = w ^ (kOnes * '\\');
+    // Flags zero bytes; the lowest flag is exact (borrows only corrupt the bytes above a zero byte).
+    const uint64_t hits = (((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash)) & kHighs;
+    if (hits != 0) return n + static_cast<size_t>(__builtin_ctzll(hits)) / 8;
+  }
+}
+
+}  // namespace
+
+// Offsets rather than pointers: the vectors grow while a document is read.
+struct CallTree {
+  PodBuffer<Node> nodes;
+  PodBuffer<uint32_t> items;     // array elements; each array's run is contiguous
+  PodBuffer<Member> members;     // object members; each object's run is contiguous and sorted by key
+  ByteBuffer bytes;
+  PodBuffer<uint32_t> calls;     // node index of each call
+
+  void clear() {
+    nodes.clear();
+    items.clear();
+    members.clear();
+    bytes.clear();
+    calls.clear();
+  }
+};
+
+namespace {
+
+// Members are kept in this order. Any total order makes equal objects list equal members; ordering by size
+// first settles most pairs without reading the bytes, and puts "name" (4 bytes) before "arguments" (9), so
+// calls compare by name before their arguments are read.
+int compare_keys(const CallTree& a, const Member& x, const CallTree& b, const Member& y) {
+  if (x.key_size != y.key_size) return x.key_size < y.key_size ? -1 : 1;
+  if (x.head[0] != y.head[0]) return x.head[0] < y.head[0] ? -1 : 1;
+  if (x.head[1] != y.head[1]) return x.head[1] < y.head[1] ? -1 : 1;
+  return x.key_size <= 16 ? 0 : std::memcmp(a.bytes.data() + x.tail, b.bytes.data() + y.tail, x.key_size - 16);
+}
+
+bool key_is(const Member& m, std::string_view key) {
+  Member k;
+  k.key_size = static_cast<uint32_t>(key.size());
+  set_key_head(key.data(), key.size(), key.size(), &k);
+  return m.key_size == k.key_size && m.head[0] == k.head[0] && m.head[1] == k.head[1];  // keys of <= 16 bytes
+}
+
+// A total order on canonical values (of two trees): 0 iff the values are equal as JSON.
+int compare(const CallTree& a, uint32_t x, const CallTree& b, uint32_t y) {
+  const Node& p = a.nodes[x];
+  const Node& q = b.nodes[y];
+  if (p.kind != q.kind) return p.kind < q.kind ? -1 : 1;
+  if (p.size != q.size) return p.size < q.size ? -1 : 1;
+  switch (p.kind) {
+    case Kind::kSmallNumber:
+      return p.begin == q.begin ? 0 : p.begin < q.begin ? -1 : 1;
+    case Kind::kNumber:
+    case Kind::kString:
+      return p.size == 0 ? 0 : std::memcmp(a.bytes.data() + p.begin, b.bytes.data() + q.begin, p.size);
+    case Kind::kArray:
+      for (uint32_t i = 0; i < p.size; ++i) {
+        if (const int c = compare(a, a.items[p.begin + i], b, b.items[q.begin + i])) return c;
+      }
+      return 0;
+    case Kind::kObject:
+      for (uint32_t i = 0; i < p.size; ++i) {
+        const Member& m = a.members[p.begin + i];
+        const Member& n = b.members[q.begin + i];
+        if (const int c = compare_keys(a, m, b, n)) return c;
+        if (const int c = compare(a, m.value, b, n.value)) return c;
+      }
+      return 0;
+    default:
+      return 0;  // null, false, true: the kind is the value
+  }
+}
+
+// Sorted calls make the multiset comparison a pairwise one.
+void sort_calls(CallTree* tree) {
+  std::sort(tree->calls.begin(), tree->calls.end(),
+            [tree](uint32_t x, uint32_t y) { return compare(*tree, x, *tree, y) < 0; });
+}
+
+bool same_calls(const CallTree& gold, CallTree* output) {
+  if (gold.calls.size() != output->calls.size()) return false;
+  sort_calls(output);
+  for (size_t i = 0; i < gold.calls.size(); ++i) {
+    if (compare(gold, gold.calls[i], *output, output->calls[i]) != 0) return false;
+  }
+  return true;
+}
+
+// Reads JSON documents with simdjson On Demand into a CallTree, rejecting duplicate keys and deep nesting.
+class Builder {
+ public:
+  // Parses `text` as one JSON document and appends its calls to tree->calls. With `one_call` the document must
+  // be a single call object; otherwise an array of calls or a single call.
+  Verdict add_document(std::string_view text, bool one_call, CallTree* tree) {
     padded_.resize(text.size() + simdjson::SIMDJSON_PADDING);
     std::memcpy(padded_.data(), text.data(), text.size());
     std::memset(padded_.data() + text.size(), 0, simdjson::SIMDJSON_PADDING);  // deterministic reads past the end
     od::document doc;
     if (parser_.iterate(padded_.data(), text.size(), padded_.size()).get(doc)) return Verdict::kInvalidJson;
+    tree_ = tree;
     duplicate_ = false;
     bool all_calls = true;
     od::json_type type;
     const bool is_container = !doc.type().get(type) && (type == od::json_type::array || type == od::json_type::object);
     text_size_ = text.size();
-    Status st = root(doc, one_call, calls, &all_calls);
+    Status st = root(doc, one_call, &all_calls);
     if (st == Status::kOk && is_container && doc.current_location().error() != simdjson::OUT_OF_BOUNDS) {
       st = Status::kInvalid;
     }
+    pending_items_.clear();
+    pending_members_.clear();
     if (st == Status::kInvalid) return Verdict::kInvalidJson;
     if (st == Status::kTooDeep) return Verdict::kTooDeep;
     if (duplicate_) return Verdict::kDuplicateKey;
     return all_calls ? Verdict::kPass : Verdict::kBadCall;
   }
 
-  // Returns whether the canonical bytes were dropped.
-  bool release_if_huge() {
+  void release_if_huge() {
     if (padded_.capacity() > kKeepCapacity) padded_.release();
-    if (tmp_.capacity() > kKeepCapacity) tmp_.release();
     if (parser_.capacity() > kKeepCapacity) parser_ = od::parser{};
-    if (out_.capacity() <= kKeepCapacity) return false;
-    out_.release();
-    return true;
+    if (pending_items_.capacity() > kKeepCapacity / sizeof(uint32_t)) pending_items_.release();
+    if (pending_members_.capacity() > kKeepCapacity / sizeof(Member)) pending_members_.release();
   }
 
  private:
   enum class Status { kOk, kInvalid, kTooDeep };
 
-  Status root(od::document& doc, bool one_call, std::vector<Span>* calls, bool* all_calls) {
+  Status root(od::document& doc, bool one_call, bool* all_calls) {
     od::json_type type;
     if (doc.type().get(type)) return Status::kInvalid;
     if (type == od::json_type::object) {
       od::object obj;
       if (doc.get_object().get(obj)) return Status::kInvalid;
-      const size_t begin = out_.size();
-      const Status st = object(obj, 1, all_calls);
-      calls->push_back({begin, out_.size() - begin});
+      uint32_t node;
+      const Status st = object(obj, 1, &node);
+      if (st == Status::kOk) {
+        tree_->calls.push_back(node);
+        *all_calls = is_call(node);
+      }
       return st;
     }
     *all_calls = false;
@@ -211,12 +438,11 @@ class Canonicalizer {
       for (auto element : arr) {
         od::value v;
         if (element.get(v)) return Status::kInvalid;
-        const size_t begin = out_.size();
-        bool is_call = false;
-        const Status st = value(v, 2, &is_call);
+        uint32_t node;
+        const Status st = value(v, 2, &node);
         if (st != Status::kOk) return st;
-        *all_calls &= is_call;
-        calls->push_back({begin, out_.size() - begin});
+        *all_calls &= is_call(node);
+        tree_->calls.push_back(node);
       }
       return Status::kOk;
     }
@@ -227,8 +453,10 @@ class Canonicalizer {
       return Status::kInvalid;
     }
     switch (type) {
-      case od::json_type::number:
-        return number(raw) ? Status::kOk : Status::kInvalid;
+      case od::json_type::number: {
+        Node unused;
+        return number(raw, &tree_->bytes, &unused) ? Status::kOk : Status::kInvalid;
+      }
       case od::json_type::string: {
         std::string_view s;
         return doc.get_string().get(s) ? Status::kInvalid : Status::kOk;
@@ -246,7 +474,44 @@ class Canonicalizer {
     }
   }
 
-  Status value(od::value v, int depth, bool* is_call) {
+  // {"name": string, "arguments": object} and nothing else; members are in compare_keys order.
+  bool is_call(uint32_t node) const {
+    const Node& n = tree_->nodes[node];
+    if (n.kind != Kind::kObject || n.size != 2) return false;
+    const Member& name = tree_->members[n.begin];
+    const Member& arguments = tree_->members[n.begin + 1];
+    return key_is(arguments, "arguments") && key_is(name, "name") &&
+           tree_->nodes[arguments.value].kind == Kind::kObject && tree_->nodes[name.value].kind == Kind::kString;
+  }
+
+  // A key without escapes is read in place from the padded document; others are unescaped by simdjson.
+  bool read_key(od::field& f, Member* m) {
+    const char* const begin = reinterpret_cast<const char*>(f.key().raw());
+    const char* const p = begin + quote_or_backslash(begin);
+    std::string_view key(begin, static_cast<size_t>(p - begin));
+    size_t readable = 16;  // the padding after the document covers a 16-byte read from any key in it
+    if (*p != '"') {
+      if (f.unescaped_key().get(key)) return false;
+      readable = key.size();
+    }
+    m->key_size = static_cast<uint32_t>(key.size());
+    set_key_head(key.data(), key.size(), readable, m);
+    m->tail = key.size() > 16 ? add_bytes(key.substr(16)) : 0;
+    return true;
+  }
+
+  uint32_t add_node(Kind kind, uint32_t size = 0, uint64_t begin = 0) {
+    tree_->nodes.push_back(Node{kind, size, begin});
+    return static_cast<uint32_t>(tree_->nodes.size() - 1);
+  }
+
+  uint64_t add_bytes(std::string_view s) {
+    const uint64_t at = tree_->bytes.size();
+    tree_->bytes.append(s.data(), s.size());
+    return at;
+  }
+
+  Status value(od::value v, int depth, uint32_t* node) {
     od::json_type type;
     if (v.type().get(type)) return Status::kInvalid;
     switch (type) {
@@ -254,200 +519,101 @@ class Canonicalizer {
         if (depth > kMaxJsonDepth) return Status::kTooDeep;
         od::object obj;
         if (v.get_object().get(obj)) return Status::kInvalid;
-        return object(obj, depth, is_call);
+        return object(obj, depth, node);
       }
       case od::json_type::array: {
         if (depth > kMaxJsonDepth) return Status::kTooDeep;
         od::array arr;
         if (v.get_array().get(arr)) return Status::kInvalid;
-        out_ += '[';
-        for (auto element : arr) {
-          od::value child;
-          if (element.get(child)) return Status::kInvalid;
-          bool unused;
-          const Status st = value(child, depth + 1, &unused);
-          if (st != Status::kOk) return st;
-        }
-        out_ += ']';
+        return array(arr, depth, node);
+      }
+      case od::json_type::number: {
+        Node n;
+        if (!number(v.raw_json_token(), &tree_->bytes, &n)) return Status::kInvalid;
+        *node = add_node(n.kind, n.size, n.begin);
         return Status::kOk;
       }
-      case od::json_type::number:
-        return number(v.raw_json_token()) ? Status::kOk : Status::kInvalid;
       case od::json_type::string: {
         std::string_view s;
         if (v.get_string().get(s)) return Status::kInvalid;
-        string(s);
+        *node = add_node(Kind::kString, static_cast<uint32_t>(s.size()), add_bytes(s));
         return Status::kOk;
       }
       case od::json_type::boolean: {
         bool b;
         if (v.get_bool().get(b)) return Status::kInvalid;
-        out_ += b ? 't' : 'f';
+        *node = add_node(b ? Kind::kTrue : Kind::kFalse);
         return Status::kOk;
       }
       case od::json_type::null: {
         bool is_null = false;
         if (v.is_null().get(is_null) || !is_null) return Status::kInvalid;
-        out_ += 'n';
+        *node = add_node(Kind::kNull);
         return Status::kOk;
       }
     }
     return Status::kInvalid;
   }
 
-  Status object(od::object obj, int depth, bool* is_call) {
-    const size_t begin = out_.size();
-    const size_t base = members_.size();
-    out_ += '{';
-    bool sorted = true;
-    for (auto field : obj) {
-      od::field f;
-      std::string_view key;
-      if (std::move(field).get(f) || f.unescaped_key().get(key)) return Status::kInvalid;
-      Member m;
-      m.begin = out_.size();
-      m.key_begin = string(key);
-      m.key_size = key.size();
-      bool unused;
-      const Status st = value(f.value(), depth + 1, &unused);
+  // Elements gather on a stack (nested arrays interleave) and move to the tree as one run when the array ends.
+  Status array(od::array arr, int depth, uint32_t* node) {
+    const size_t base = pending_items_.size();
+    for (auto element : arr) {
+      od::value child;
+      if (element.get(child)) return Status::kInvalid;
+      uint32_t child_node;
+      const Status st = value(child, depth + 1, &child_node);
       if (st != Status::kOk) return st;
-      m.end = out_.size();
-      m.key_prefix = key_prefix(key);
-      if (members_.size() > base && !key_less(members_.back(), m)) sorted = false;
-      members_.push_back(m);
+      pending_items_.push_back(child_node);
     }
-    if (!sorted) sort_members(begin, base);
-    out_ += '}';
-    const size_t n = members_.size() - base;
-    *is_call = n == 2 && key_of(members_[base]) == "arguments" && key_of(members_[base + 1]) == "name" &&
-               out_[value_begin(members_[base])] == '{' && out_[value_begin(members_[base + 1])] == 's';
-    members_.resize(base);
+    const uint64_t begin = tree_->items.size();
+    tree_->items.append(pending_items_.data() + base, pending_items_.size() - base);
+    *node = add_node(Kind::kArray, static_cast<uint32_t>(pending_items_.size() - base), begin);
+    pending_items_.resize(base);
     return Status::kOk;
   }
 
-  // Members arrived out of key order (or repeated): sort them and rewrite the object's bytes in that order.
-  void sort_members(size_t begin, size_t base) {
-    const auto first = members_.begin() + static_cast<std::ptrdiff_t>(base);
-    std::sort(first, members_.end(), [&](const Member& a, const Member& b) { return key_less(a, b); });
-    for (auto it = first; it + 1 < members_.end(); ++it) {
-      if (it->key_prefix == (it + 1)->key_prefix && key_of(*it) == key_of(*(it + 1))) duplicate_ = true;
+  Status object(od::object obj, int depth, uint32_t* node) {
+    const size_t base = pending_members_.size();
+    bool sorted = true;
+    for (auto field : obj) {
+      od::field f;
+      if (std::move(field).get(f)) return Status::kInvalid;
+      Member m;
+      if (!read_key(f, &m)) return Status::kInvalid;
+      const Status st = value(f.value(), depth + 1, &m.value);
+      if (st != Status::kOk) return st;
+      if (pending_members_.size() > base && compare_keys(*tree_, pending_members_.back(), *tree_, m) >= 0) {
+        sorted = false;
+      }
+      pending_members_.push_back(m);
     }
-    const size_t body = begin + 1;
-    tmp_.clear();
-    tmp_.append(out_.data() + body, out_.size() - body);
-    out_.resize(body);
-    for (auto it = first; it != members_.end(); ++it) {
-      const size_t new_begin = out_.size();
-      out_.append(tmp_.data() + (it->begin - body), it->end - it->begin);
-      it->key_begin = new_begin + (it->key_begin - it->begin);
-      it->end = new_begin + (it->end - it->begin);
-      it->begin = new_begin;
+    Member* const first = pending_members_.begin() + base;
+    if (!sorted) {
+      const auto less = [this](const Member& a, const Member& b) { return compare_keys(*tree_, a, *tree_, b) < 0; };
+      std::sort(first, pending_members_.end(), less);
+      for (auto it = first; it + 1 < pending_members_.end(); ++it) {
+        if (compare_keys(*tree_, *it, *tree_, *(it + 1)) == 0) duplicate_ = true;
+      }
     }
-  }
-
-  std::string_view key_of(const Member& m) const { return out_.view().substr(m.key_begin, m.key_size); }
-  // Byte-wise key order (as std::string_view compares), decided by the prefixes when they differ.
-  bool key_less(const Member& a, const Member& b) const {
-    if (a.key_prefix != b.key_prefix) return a.key_prefix < b.key_prefix;
-    return key_of(a) < key_of(b);
-  }
-  static size_t value_begin(const Member& m) { return m.key_begin + m.key_size; }
-
-  // Returns where the string's bytes start in out_.
-  // The length is 8 raw bytes, not decimal text: fixed width keeps the encoding unambiguous and costs a copy.
-  size_t string(std::string_view s) {
-    const uint64_t size = s.size();
-    char* p = out_.extend(1 + sizeof size + s.size());
-    const size_t at = out_.size() - s.size();
-    *p = 's';
-    std::memcpy(p + 1, &size, sizeof size);
-    std::memcpy(p + 1 + sizeof size, s.data(), s.size());
-    return at;
-  }
-
-  // Validates a JSON number token and writes its exact decimal value as (sign, digits, exponent).
-  bool number(std::string_view raw) {
-    while (!raw.empty() && is_space(raw.back())) raw.remove_suffix(1);  // the token carries trailing space
-    size_t i = 0;
-    const size_t n = raw.size();
-    const bool negative = i < n && raw[i] == '-';
-    if (negative) ++i;
-    const size_t int_begin = i;
-    if (i < n && raw[i] == '0') {
-      ++i;
-    } else {
-      while (i < n && is_digit(raw[i])) ++i;
-    }
-    if (i == int_begin) return false;
-    const std::string_view int_digits = raw.substr(int_begin, i - int_begin);
-    std::string_view frac_digits;
-    if (i < n && raw[i] == '.') {
-      const size_t b = ++i;
-      while (i < n && is_digit(raw[i])) ++i;
-      if (i == b) return false;
-      frac_digits = raw.substr(b, i - b);
-    }
-    bool exp_negative = false;
-    std::string_view exp_digits;
-    if (i < n && (raw[i] == 'e' || raw[i] == 'E')) {
-      ++i;
-      if (i < n && (raw[i] == '+' || raw[i] == '-')) exp_negative = raw[i++] == '-';
-      const size_t b = i;
-      while (i < n && is_digit(raw[i])) ++i;
-      if (i == b) return false;
-      exp_digits = raw.substr(b, i - b);
-    }
-    if (i != n) return false;
-
-    // value = digits(int ++ frac) * 10^(exp - len(frac)); drop leading zeros, move trailing zeros to exp.
-    // The digit string is int ++ frac, addressed as one run without copying it.
-    const size_t total = int_digits.size() + frac_digits.size();
-    const auto digit = [&](size_t k) { return k < int_digits.size() ? int_digits[k] : frac_digits[k - int_digits.size()]; };
-    size_t lead = 0;
-    while (lead < total && digit(lead) == '0') ++lead;
-    if (lead == total) {
-      out_ += "d0;";
-      return true;
-    }
-    size_t last = total - 1;
-    while (digit(last) == '0') --last;
-    const int64_t adjust = static_cast<int64_t>(total - 1 - last) - static_cast<int64_t>(frac_digits.size());
-    out_ += 'd';
-    out_ += negative ? '-' : '+';
-    if (last < int_digits.size()) {
-      out_.append(int_digits.data() + lead, last + 1 - lead);
-    } else {
-      if (lead < int_digits.size()) out_.append(int_digits.data() + lead, int_digits.size() - lead);
-      const size_t frac_from = lead > int_digits.size() ? lead - int_digits.size() : 0;
-      out_.append(frac_digits.data() + frac_from, last + 1 - int_digits.size() - frac_from);
-    }
-    out_ += 'e';
-    const size_t exp_lead = std::min(exp_digits.find_first_not_of('0'), exp_digits.size());
-    exp_digits.remove_prefix(exp_lead);
-    if (exp_digits.size() <= 17) {
-      int64_t e = 0;
-      for (char c : exp_digits) e = e * 10 + (c - '0');
-      append_int(&out_, (exp_negative ? -e : e) + adjust);
-    } else {
-      if (exp_negative) out_ += '-';
-      const std::string exponent = add_small(exp_digits, exp_negative ? -adjust : adjust);
-      out_ += exponent;
-    }
-    out_ += ';';
-    return true;
+    const uint64_t begin = tree_->members.size();
+    tree_->members.append(first, pending_members_.size() - base);
+    *node = add_node(Kind::kObject, static_cast<uint32_t>(pending_members_.size() - base), begin);
+    pending_members_.resize(base);
+    return Status::kOk;
   }
 
   od::parser parser_;
-  ByteBuffer padded_;  // the document copied with simdjson's required padding
-  size_t text_size_ = 0;  // bytes of the document in padded_
-  ByteBuffer out_;     // canonical bytes of every value of the current check
-  ByteBuffer tmp_;
-  std::vector<Member> members_;  // a stack: each open object owns the members from its base
+  ByteBuffer padded_;      // the document copied with simdjson's required padding
+  size_t text_size_ = 0;   // bytes of the document in padded_
+  CallTree* tree_ = nullptr;
+  PodBuffer<uint32_t> pending_items_;  // stacks: each open container owns the entries from its base
+  PodBuffer<Member> pending_members_;
   bool duplicate_ = false;
 };
 
-// Splits the output into JSON documents by its envelope and canonicalizes their calls.
-Verdict output_calls(Canonicalizer& canon, std::string_view text, std::vector<Span>* calls) {
+// Splits the output into JSON documents by its envelope and reads their calls.
+Verdict output_calls(Builder& builder, std::string_view text, CallTree* tree) {
   if (text.empty()) return Verdict::kBadFormat;
   if (starts_with(text, kFence)) {
     if (text.size() < 2 * kFence.size() || text.substr(text.size() - kFence.size()) != kFence) {
@@ -455,7 +621,7 @@ Verdict output_calls(Canonicalizer& canon, std::string_view text, std::vector<Sp
     }
     std::string_view body = text.substr(kFence.size(), text.size() - 2 * kFence.size());
     if (starts_with(body, kFenceLanguage)) body.remove_prefix(kFenceLanguage.size());
-    return canon.add_document(strip(body), false, calls);
+    return builder.add_document(strip(body), false, tree);
   }
   if (starts_with(text, kToolOpen)) {
     size_t pos = 0;
@@ -464,76 +630,91 @@ Verdict output_calls(Canonicalizer& canon, std::string_view text, std::vector<Sp
       const size_t body = pos + kToolOpen.size();
       const size_t close = text.find(kToolClose, body);
       if (close == std::string_view::npos) return Verdict::kBadFormat;
-      const Verdict v = canon.add_document(strip(text.substr(body, close - body)), true, calls);
+      const Verdict v = builder.add_document(strip(text.substr(body, close - body)), true, tree);
       if (v != Verdict::kPass) return v;
       pos = close + kToolClose.size();
       while (pos < text.size() && is_space(text[pos])) ++pos;
     }
     return Verdict::kPass;
   }
-  return canon.add_document(text, false, calls);
+  return builder.add_document(text, false, tree);
 }
 
-bool same_multiset(const Canonicalizer& canon, std::vector<Span>& a, std::vector<Span>& b) {
-  if (a.size() != b.size()) return false;
-  const auto less = [&](Span x, Span y) { return canon.bytes(x) < canon.bytes(y); };
-  std::sort(a.begin(), a.end(), less);
-  std::sort(b.begin(), b.end(), less);
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (canon.bytes(a[i]) != canon.bytes(b[i])) return false;
+void release_if_huge(CallTree* tree) {
+  if (tree->bytes.capacity() > kKeepCapacity || tree->nodes.capacity() > kKeepCapacity / sizeof(Node) ||
+      tree->items.capacity() > kKeepCapacity / sizeof(uint32_t) ||
+      tree->members.capacity() > kKeepCapacity / sizeof(Member) ||
+      tree->calls.capacity() > kKeepCapacity / sizeof(uint32_t)) {
+    *tree = CallTree{};
   }
-  return true;
 }
 
+// Per-thread working memory, reused across checks so that a check allocates nothing once warm.
 struct Scratch {
-  Canonicalizer canon;
-  std::vector<Span> gold_calls, output_calls;
-  // The last valid gold: its text, and its canonical calls kept at the start of the canonicalizer's bytes.
-  // Consecutive checks against the same gold (a GRPO group) then canonicalize only the output.
+  Builder builder;
+  CallTree output;
+  // The last valid gold given as text, kept with its text: consecutive checks against the same gold (a GRPO
+  // group) then read only the output.
+  FunctionCallGold gold;
   std::string gold_text;
-  size_t gold_end = 0;
   bool gold_cached = false;
 };
 
+Scratch& thread_scratch() {
+  // Held by pointer: with the object itself thread_local, every member access in the inlined builder paid a
+  // __tls_get_addr call (a shared library uses the general-dynamic TLS model).
+  thread_local std::unique_ptr<Scratch> scratch;
+  if (!scratch) scratch = std::make_unique<Scratch>();
+  return *scratch;
+}
+
 }  // namespace
 
-Verdict check_function_calls(std::string_view output, std::string_view gold) {
-  // Held by pointer: with the object itself thread_local, every member access in the inlined canonicalizer
-  // paid a __tls_get_addr call (a shared library uses the general-dynamic TLS model).
-  thread_local std::unique_ptr<Scratch> scratch_holder;
-  if (!scratch_holder) scratch_holder = std::make_unique<Scratch>();
-  Scratch& scratch = *scratch_holder;
-  Canonicalizer& canon = scratch.canon;
-  scratch.output_calls.clear();
+FunctionCallGold::FunctionCallGold() : tree_(std::make_unique<CallTree>()) {}
+FunctionCallGold::~FunctionCallGold() = default;
+FunctionCallGold::FunctionCallGold(FunctionCallGold&&) noexcept = default;
+FunctionCallGold& FunctionCallGold::operator=(FunctionCallGold&&) noexcept = default;
 
-  bool gold_ok = true;
-  if (scratch.gold_cached && gold == scratch.gold_text) {  // compared by content: exact, whatever the caller
-    canon.truncate(scratch.gold_end);
-  } else {
-    canon.clear();
-    scratch.gold_calls.clear();
+Verdict FunctionCallGold::parse(std::string_view gold) {
+  Builder& builder = thread_scratch().builder;
+  if (!tree_) tree_ = std::make_unique<CallTree>();  // moved from
+  tree_->clear();
+  valid_ = simdjson::validate_utf8(gold.data(), gold.size()) &&
+           builder.add_document(strip(gold), false, tree_.get()) == Verdict::kPass;
+  builder.release_if_huge();
+  if (!valid_) {
+    tree_->clear();
+    return Verdict::kBadGold;
+  }
+  sort_calls(tree_.get());
+  return Verdict::kPass;
+}
+
+Verdict check_function_calls(std::string_view output, const FunctionCallGold& gold, bool known_utf8) {
+  if (!gold.valid()) return Verdict::kBadGold;
+  if (!known_utf8 && !simdjson::validate_utf8(output.data(), output.size())) return Verdict::kInvalidText;
+  Scratch& scratch = thread_scratch();
+  CallTree& calls = scratch.output;
+  calls.clear();
+  Verdict v = output_calls(scratch.builder, strip(output), &calls);
+  if (v == Verdict::kPass && !same_calls(*gold.tree_, &calls)) v = Verdict::kWrongCalls;
+  scratch.builder.release_if_huge();
+  release_if_huge(&calls);
+  return v;
+}
+
+Verdict check_function_calls(std::string_view output, std::string_view gold, bool known_utf8) {
+  Scratch& scratch = thread_scratch();
+  if (!scratch.gold_cached || gold != scratch.gold_text) {  // compared by content: exact, whatever the caller
     scratch.gold_cached = false;
-    gold_ok = simdjson::validate_utf8(gold.data(), gold.size()) &&
-              canon.add_document(strip(gold), false, &scratch.gold_calls) == Verdict::kPass;
-    if (gold_ok && gold.size() <= kKeepCapacity) {
+    if (scratch.gold.parse(gold) != Verdict::kPass) return Verdict::kBadGold;
+    if (gold.size() <= kKeepCapacity) {
       scratch.gold_text.assign(gold);
-      scratch.gold_end = canon.size();
       scratch.gold_cached = true;
     }
   }
-
-  Verdict v;
-  if (!gold_ok) {
-    v = Verdict::kBadGold;
-  } else if (!simdjson::validate_utf8(output.data(), output.size())) {
-    v = Verdict::kInvalidText;
-  } else {
-    v = output_calls(canon, strip(output), &scratch.output_calls);
-    if (v == Verdict::kPass && !same_multiset(canon, scratch.gold_calls, scratch.output_calls)) {
-      v = Verdict::kWrongCalls;
-    }
-  }
-  if (canon.release_if_huge()) scratch.gold_cached = false;
+  const Verdict v = check_function_calls(output, scratch.gold, known_utf8);
+  if (!scratch.gold_cached) scratch.gold = FunctionCallGold();  // a huge gold is not kept
   return v;
 }
 

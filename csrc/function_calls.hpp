@@ -1,5 +1,6 @@
 // Function-call checker: do the calls in a model output equal the gold calls as a multiset?
 #pragma once
+#include <memory>
 #include <string_view>
 
 #include "verdict.hpp"
@@ -8,8 +9,34 @@ namespace r3fast {
 
 constexpr int kMaxJsonDepth = 128;  // nested arrays/objects; deeper documents are a kTooDeep verdict
 
-// `output` and `gold` may be any bytes. `gold` is a JSON list of {"name", "arguments"} calls (or one call);
-// a malformed gold is Verdict::kBadGold. Thread-safe: each thread keeps its own parser.
-Verdict check_function_calls(std::string_view output, std::string_view gold);
+struct CallTree;  // canonical calls, defined in function_calls.cpp
+
+// A gold answer parsed once into canonical calls, like a compiled regex: checks against it parse only the output.
+// Immutable once parsed, so any number of threads may check against one instance.
+class FunctionCallGold {
+ public:
+  FunctionCallGold();
+  ~FunctionCallGold();
+  FunctionCallGold(FunctionCallGold&&) noexcept;
+  FunctionCallGold& operator=(FunctionCallGold&&) noexcept;
+
+  // `gold` may be any bytes: a JSON list of {"name", "arguments"} calls (or one call). Returns kPass, or kBadGold
+  // (and an invalid gold) when it is malformed.
+  Verdict parse(std::string_view gold);
+  bool valid() const { return valid_; }
+
+ private:
+  friend Verdict check_function_calls(std::string_view output, const FunctionCallGold& gold, bool known_utf8);
+  std::unique_ptr<CallTree> tree_;
+  bool valid_ = false;
+};
+
+// `output` may be any bytes; with `known_utf8` the caller vouches that it is valid UTF-8 (a Python str's UTF-8
+// form is) and the scan is skipped. An invalid gold is Verdict::kBadGold. Thread-safe: each thread keeps its own
+// parser.
+Verdict check_function_calls(std::string_view output, const FunctionCallGold& gold, bool known_utf8 = false);
+
+// The same with the gold as JSON text; consecutive checks against equal gold text (a GRPO group) parse it once.
+Verdict check_function_calls(std::string_view output, std::string_view gold, bool known_utf8 = false);
 
 }  // namespace r3fast

@@ -1,5 +1,7 @@
 """Countdown verifier: known answers, and the C++ core against the Python reference on generated inputs."""
 
+import gc
+
 import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from verify_strategies import INT64_MAX, countdown_near_miss, countdown_passing, countdown_random, examples
@@ -157,3 +159,28 @@ def test_generated_cases_include_passes():
         settings=settings(database=None, phases=[Phase.generate]),
     )
     assert explain_countdown(found[0], found[1], found[2]).code == "PASS"
+
+
+class _Shrinking:
+    """An int-like number whose __index__ empties the list holding it and drops the other elements."""
+
+    def __init__(self, value: int, owner: list):
+        self.value, self.owner = value, owner
+
+    def __index__(self) -> int:
+        self.owner.clear()
+        gc.collect()
+        return self.value
+
+
+def test_numbers_mutated_during_conversion_are_read_safely():
+    # The general conversion path must hold its own references: reading the list after __index__ cleared it
+    # used to read freed memory (the sanitizer build catches it).
+    numbers: list = []
+    numbers.extend([_Shrinking(3, numbers), 10**6, 2**40, 7])
+    assert check_countdown(f"<answer>3 + {10**6} + {2**40} + 7</answer>", numbers, 3 + 10**6 + 2**40 + 7)
+    batch_numbers: list = []
+    batch_numbers.extend([_Shrinking(1, batch_numbers), 2**40 + 1])
+    assert check_countdown_batch([f"<answer>1 * {2**40 + 1}</answer>"], [batch_numbers], [2**40 + 1]) == [
+        True
+    ]

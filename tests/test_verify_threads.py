@@ -2,6 +2,7 @@
 
 import threading
 
+import pytest
 from test_verify_countdown import KNOWN as COUNTDOWN_KNOWN
 from test_verify_function_calls import GOLD
 from test_verify_function_calls import KNOWN as FUNCTION_CALL_KNOWN
@@ -69,3 +70,20 @@ def test_concurrent_callers_share_nothing():
     for t in threads:
         t.join()
     assert results == {i: True for i in range(4)}
+
+
+def test_a_bad_item_late_in_a_threaded_batch_raises_cleanly():
+    # Helper threads check early blocks while later ones are still converted; a conversion error must stop them.
+    responses, numbers, targets = _countdown_batch()
+    last = len(numbers) - 1
+    with pytest.raises(ValueError, match=rf"numbers\[{last}\]\[0\]"):
+        check_countdown_batch(responses, numbers[:-1] + [[2**64]], targets, num_threads=2)
+    outputs, golds = _function_call_batch()
+    with pytest.raises(TypeError, match=rf"outputs\[{len(outputs) - 1}\] must be str or bytes"):
+        check_function_calls_batch(outputs[:-1] + [None], golds, num_threads=2)
+    with pytest.raises(ValueError, match=rf"golds\[{len(golds) - 1}\] is not a JSON list"):
+        check_function_calls_batch(outputs, golds[:-1] + ["[1,]"], num_threads=2)
+    # The checker is still sound afterwards.
+    assert check_countdown_batch(responses, numbers, targets, num_threads=2) == [
+        check_countdown(r, n, t) for r, n, t in zip(responses, numbers, targets, strict=True)
+    ]

@@ -5,6 +5,9 @@
     True
     >>> explain_function_calls('[{"name": "f", "arguments": {"x": 1.0}}]', [{"name": "f", "arguments": {"x": 1}}]).code
     'PASS'
+    >>> gold = prepare_gold('[{"name": "f", "arguments": {}}]')  # parsed once, for many checks
+    >>> check_function_calls_batch(['{"name": "f", "arguments": {}}', "[]"], [gold, gold])
+    [True, False]
 
 Responses and outputs may be str or bytes; text that is not valid UTF-8 (or a str with lone surrogates) fails
 the check. Caller mistakes (batch lengths that differ, numbers outside int64, a malformed gold) raise.
@@ -20,13 +23,16 @@ from typing import Any
 from r3fast import _native
 from r3fast.verify.verdict import COUNTDOWN_CODES, FUNCTION_CALL_CODES, Verdict
 
+FunctionCallGold = _native.FunctionCallGold
 Text = str | bytes
-# A gold is the xLAM/APIGen `answers` value: JSON text, or the list of {"name", "arguments"} dicts it parses to.
-Gold = str | bytes | list[dict[str, Any]]
+# A gold is the xLAM/APIGen `answers` value: JSON text, or the list of {"name", "arguments"} dicts it parses to,
+# or either prepared once by prepare_gold.
+Gold = str | bytes | list[dict[str, Any]] | FunctionCallGold
 
 __all__ = [
     "COUNTDOWN_CODES",
     "FUNCTION_CALL_CODES",
+    "FunctionCallGold",
     "Verdict",
     "check_countdown",
     "check_countdown_batch",
@@ -34,6 +40,7 @@ __all__ = [
     "check_function_calls_batch",
     "explain_countdown",
     "explain_function_calls",
+    "prepare_gold",
 ]
 
 
@@ -65,6 +72,13 @@ def _gold_json(gold: Any, name: str) -> str:
         raise ValueError(
             f"{name} must be JSON text or a list of {{'name', 'arguments'}} dicts: {e}"
         ) from None
+
+
+def prepare_gold(gold: Gold) -> FunctionCallGold:
+    """`gold` parsed once (like re.compile): checks against the result parse only the output."""
+    if isinstance(gold, FunctionCallGold):
+        return gold
+    return FunctionCallGold(gold if isinstance(gold, str | bytes) else _gold_json(gold, "gold"))
 
 
 def check_function_calls(output: Text, gold: Gold) -> bool:
