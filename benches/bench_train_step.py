@@ -23,7 +23,8 @@ from r3fast.train.trainer import train
 PHASES = ("generation", "scoring", "loss", "optimizer", "sync")
 STEPS = 3
 COMMON = ["data.eval_size=0", "checkpoint.every=0", "checkpoint.keep_last=1", "logging.progress=false",
-          "logging.tensorboard=false", "logging.print_every=1000", f"schedule.steps={STEPS}", "schedule.warmup_steps=0"]
+          "logging.tensorboard=false", "logging.print_every=1000", f"schedule.steps={STEPS}", "schedule.warmup_steps=0",
+          "stage.first_try_steps=0"]  # an R3 step is what is measured
 CASES = {
     "tiny-random": ["model.name=tiny-random", "data.prompts_per_step=4", "data.mining_batch=8",
                     # greedy answers of a random model would all pass or all fail

@@ -53,6 +53,9 @@ def test_precedence_defaults_preset_file_overrides(tmp_path):
     ("loss.beta", r"must look like section.key=value"),
     ("data.source=offline", r"'data.failures_path' must name a failure dataset"),
     ("schedule.warmup_steps=1000", r"'schedule.warmup_steps' must be <= schedule.steps"),
+    ("stage.first_try_steps=1000", r"'stage.first_try_steps' must be <= schedule.steps \(30\).*lower the stage"),
+    ("stage.first_try_group_size=1", r"'stage.first_try_group_size' must be >= 2"),
+    ("stage.first_try_temperature=0", r"'stage.first_try_temperature' must be > 0"),
 ])
 def test_bad_values_name_the_key_and_what_it_accepts(override, message):
     with pytest.raises(ValueError, match=message):
@@ -75,7 +78,7 @@ def test_bad_files_and_presets(tmp_path):
 
 
 def test_saved_config_round_trips_and_resume_takes_overrides(tmp_path):
-    cfg = load_config(overrides=["loss.beta=0.001", "schedule.steps=7"])
+    cfg = load_config(overrides=["loss.beta=0.001", "schedule.steps=7", "stage.first_try_steps=3"])
     save_config(cfg, tmp_path / "config.yaml")
     assert to_dict(config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))) == to_dict(cfg)
     resumed = resumable_config(tmp_path, ["schedule.steps=9"])
@@ -93,7 +96,7 @@ def test_cli_reports_config_errors_in_one_line(capsys):
 
 
 def test_lr_schedule_warmup_then_cosine_and_wilson_interval():
-    cfg = load_config(overrides=["schedule.steps=10", "schedule.warmup_steps=2", "schedule.lr_schedule=cosine",
+    cfg = load_config(overrides=["schedule.steps=10", "stage.first_try_steps=0", "schedule.warmup_steps=2", "schedule.lr_schedule=cosine",
                                  "schedule.min_lr_ratio=0.1"])
     f = lr_factor(cfg)
     assert f(0) == pytest.approx(1 / 3) and f(1) == pytest.approx(2 / 3) and f(2) == pytest.approx(1.0)

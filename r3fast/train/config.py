@@ -238,7 +238,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
                          f"got {cfg.schedule.warmup_steps}")
     if cfg.stage.first_try_steps > cfg.schedule.steps:
         raise ValueError(f"config key 'stage.first_try_steps' must be <= schedule.steps ({cfg.schedule.steps}); "
-                         f"got {cfg.stage.first_try_steps}")
+                         f"got {cfg.stage.first_try_steps} (shortening a run? lower the stage too)")
     if cfg.data.source == "offline" and not cfg.data.failures_path:
         raise ValueError("config key 'data.failures_path' must name a failure dataset JSONL when data.source=offline")
 
