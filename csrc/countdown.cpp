@@ -1,4 +1,5 @@
 #include "countdown.hpp"
+#include "ascii.hpp"
 
 #include <simdjson.h>
 
@@ -16,14 +17,6 @@ constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 constexpr std::string_view kOpenTag = "<answer>";
 constexpr std::string_view kCloseTag = "</answer>";
 
-// ASCII whitespace as a bit set: most characters are rejected by the first comparison.
-constexpr uint64_t kSpaceBits = (uint64_t{1} << ' ') | (uint64_t{1} << '\t') | (uint64_t{1} << '\n') |
-                                (uint64_t{1} << '\v') | (uint64_t{1} << '\f') | (uint64_t{1} << '\r');
-bool is_space(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return u <= ' ' && ((kSpaceBits >> u) & 1) != 0;
-}
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 // Last occurrence of `needle` that ends at or before `end`; npos if none. A backward scan: memrchr skips runs
 // without a candidate first byte, and candidates compare inline, so inputs made of near-matches such as

@@ -1,4 +1,5 @@
 #include "function_calls.hpp"
+#include "ascii.hpp"
 
 #include <simdjson.h>
 
@@ -25,14 +26,6 @@ constexpr std::string_view kToolClose = "</tool_call>";
 // Buffers grown past this by one huge input are freed afterwards so a thread does not keep them.
 constexpr size_t kKeepCapacity = size_t{1} << 22;
 
-// ASCII whitespace as a bit set: most characters are rejected by the first comparison.
-constexpr uint64_t kSpaceBits = (uint64_t{1} << ' ') | (uint64_t{1} << '\t') | (uint64_t{1} << '\n') |
-                                (uint64_t{1} << '\v') | (uint64_t{1} << '\f') | (uint64_t{1} << '\r');
-bool is_space(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return u <= ' ' && ((kSpaceBits >> u) & 1) != 0;
-}
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 std::string_view strip(std::string_view s) {
   size_t b = 0, e = s.size();
