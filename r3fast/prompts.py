@@ -165,7 +165,9 @@ class PromptConfig:
     countdown_instruction: str = COUNTDOWN_INSTRUCTION  # Countdown user turn: {numbers}, {target}
     countdown_answer: str = COUNTDOWN_ANSWER  # a Countdown demo's assistant turn: {expression}
     countdown_demos: tuple[CountdownDemo, ...] = COUNTDOWN_DEMOS  # Countdown demonstration pool
-    tool_call_format: str = "json"     # how calls are written: "json" (one JSON list) or "tool_call" (tagged blocks)
+    # how calls are written: "tool_call" (tagged blocks, as Hermes-style templates such as Qwen2.5's) or "json"
+    # (one JSON list). SmolLM2-135M on the 137 BFCL simple_python questions: 8 first-try passes vs 2.
+    tool_call_format: str = "tool_call"
     function_calling_instruction: str | None = None  # user turn: {query}; None takes the one for tool_call_format
     tools_text: str = TOOLS_TEXT       # the tools written into the user turn: {tools}
     function_calling_demos: tuple[FunctionCallingDemo, ...] = FUNCTION_CALLING_DEMOS  # function-calling demo pool

@@ -77,6 +77,7 @@ def test_failures_writes_a_loadable_dataset(tiny_model, tmp_path, capsys):
         (["eval", "--task", "countdown", "--categories", "simple_python"], "--categories applies to --task bfcl"),
         (["failures", "--task", "nope"], "unknown task 'nope'"),
         (["eval", "--task", "countdown-easy", "--retry-request", "again"], r"\{task\} placeholder"),
+        (["eval", "--task", "countdown-easy", "--tool-call-format", "json"], "--tool-call-format applies to function-calling"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
@@ -96,3 +97,25 @@ def test_malformed_source_rows_name_file_and_line(tmp_path, capsys):
     rc = main(["eval", "--task", "countdown", "--source", str(data), "--n", "2", "--no-progress", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert rc == 2 and "cd.jsonl" in err and ":2" in err, err
+
+
+def test_prompt_flags_reach_the_task_prompts():
+    from r3fast.cli import build_parser
+    from r3fast.commands.eval import load_task_and_instances
+    from r3fast.prompts import FUNCTION_CALLING_DEMOS
+
+    def prompts(*flags):
+        args = build_parser().parse_args(["eval", "--task", "bfcl", "--n", "12", "--out", "x", *flags])
+        task, instances = load_task_and_instances(args)
+        return [task.prompt(i).messages for i in instances]
+
+    first_demo_query = FUNCTION_CALLING_DEMOS[0].query
+    rotated = {m[0]["content"].endswith(first_demo_query) for m in prompts()}
+    assert rotated == {True, False}  # the default rotates over the demo pool
+    fixed = {m[0]["content"].endswith(first_demo_query) for m in prompts("--fixed-demos")}
+    assert fixed == {True}
+    assert all(len(m) == 1 for m in prompts("--num-demos", "0"))
+    assert all("<tool_call>" in m[-1]["content"] for m in prompts("--num-demos", "0"))  # the default format
+    listed = prompts("--tool-call-format", "json", "--num-demos", "0")
+    assert not any("<tool_call>" in m[-1]["content"] for m in listed)
+    assert all("JSON list of calls" in m[-1]["content"] for m in listed)

@@ -124,7 +124,8 @@ def test_select_demos_windows():
 
 def test_tool_call_format_changes_instruction_and_demos():
     tools = [FUNCTION_CALLING_DEMOS[0].tools[0]]
-    plain = function_calling_prompt("What time is it in Oslo?", tools, "fc-x", PromptConfig(rotate_demos=False))
+    plain = function_calling_prompt("What time is it in Oslo?", tools, "fc-x",
+                                    PromptConfig(rotate_demos=False, tool_call_format="json"))
     tagged = function_calling_prompt("What time is it in Oslo?", tools, "fc-x", PromptConfig(tool_call_format="tool_call"))
     assert json.loads(plain.messages[1]["content"]) == list(FUNCTION_CALLING_DEMOS[0].calls)
     assert tagged.messages[1]["content"].startswith("<tool_call>\n")

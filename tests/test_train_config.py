@@ -15,7 +15,8 @@ from r3fast.train.config import (
     save_config,
     to_dict,
 )
-from r3fast.train.trainer import lr_factor, resumable_config, wilson_interval
+from r3fast.train.metrics import wilson_interval
+from r3fast.train.trainer import lr_factor, resumable_config
 
 
 def test_presets_ship_and_validate():
@@ -53,7 +54,7 @@ def test_precedence_defaults_preset_file_overrides(tmp_path):
     ("loss.beta", r"must look like section.key=value"),
     ("data.source=offline", r"'data.failures_path' must name a failure dataset"),
     ("schedule.warmup_steps=1000", r"'schedule.warmup_steps' must be <= schedule.steps"),
-    ("stage.first_try_steps=1000", r"'stage.first_try_steps' must be <= schedule.steps \(30\).*lower the stage"),
+    ("stage.first_try_steps=1000", r"'stage.first_try_steps' must be <= schedule.steps \(40\).*lower the stage"),
     ("stage.first_try_group_size=1", r"'stage.first_try_group_size' must be >= 2"),
     ("stage.first_try_temperature=0", r"'stage.first_try_temperature' must be > 0"),
 ])
@@ -105,3 +106,21 @@ def test_lr_schedule_warmup_then_cosine_and_wilson_interval():
     assert constant(0) == constant(50) == 1.0
     low, high = wilson_interval(0.5, 100)  # known value: 0.5 +- ~0.096
     assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+
+
+def test_stage_draws_fill_the_batch_outside_the_held_out_set():
+    from r3fast.tasks import load_instances
+    from r3fast.train.trainer import draw_excluding
+
+    held_out = {i.id for i in load_instances("countdown-easy", n=500, seed=1_000_003)}
+
+    def draw(k, seed):
+        return load_instances("countdown-easy", n=k, seed=seed)
+
+    first = draw(64, 5)
+    assert any(i.id in held_out for i in first)  # the small task space overlaps the held-out set
+    picked = draw_excluding(draw, 64, 5, held_out)
+    assert len(picked) == 64 and not any(i.id in held_out for i in picked)
+    assert [i.id for i in picked] == [i.id for i in draw_excluding(draw, 64, 5, held_out)]  # seeded
+    with pytest.raises(ValueError, match="lower data.eval_size"):
+        draw_excluding(lambda k, seed: first, 3, 0, {i.id for i in first}, max_rounds=5)

@@ -41,13 +41,13 @@ def test_samples_carry_group_advantages_of_the_verifier_rewards(tiny_model):
     assert batch.groups == 5 and len(batch.rewards) == 20
     expected = group_advantages(batch.rewards, [g for g in range(5) for _ in range(4)])
     assert batch.flat_groups == len(expected.flat_groups)
-    kept = [(g, a) for k, (g, a) in enumerate(zip([g for g in range(5) for _ in range(4)], expected.advantages))
+    kept = [(g, a) for g, a in zip([g for g in range(5) for _ in range(4)], expected.advantages, strict=True)
             if g not in expected.flat_groups]
     assert [s.advantage for s in batch.samples] == pytest.approx([a for _, a in kept])
     contexts = {g: chat_ids(tokenizer, task.prompt(instances[g]).messages) for g in range(5)}
     assert [s.context_ids for s in batch.samples] == [contexts[g] for g, _ in kept]
     # a sample's reward is the verifier's verdict on the decoded completion
-    for s, (g, a) in zip(batch.samples, kept):
+    for s, (_, a) in zip(batch.samples, kept, strict=True):
         passed = task.verify(None, tokenizer.decode(s.completion_ids, skip_special_tokens=True))
         assert (a > 0) == passed
         assert len(s.old_logprobs) == len(s.completion_ids)

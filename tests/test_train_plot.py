@@ -51,3 +51,40 @@ def test_plot_of_a_folder_without_metrics_is_a_clear_error(tmp_path, capsys):
         from r3fast.train.plot import plot_run
 
         plot_run(tmp_path)
+
+
+def _eval_report(first: float, second: float, n: int) -> dict:
+    return {"first_try_accuracy": first, "second_try_accuracy": second, "counts": {"instances": n}}
+
+
+def test_held_out_plot_appears_with_the_evaluations(tmp_path, capsys):
+    import json
+
+    logger = MetricsLogger(tmp_path, enabled=True, tensorboard=False)
+    logger.log(1, {"reward_mean": 0.1})
+    logger.close()
+    assert main(["plot", str(tmp_path)]) == 0
+    assert "held_out.png" not in capsys.readouterr().out  # no evaluation in the run: no plot of it
+    (tmp_path / "eval_before.json").write_text(json.dumps(_eval_report(0.148, 0.152, 500)))
+    (tmp_path / "eval_after.json").write_text(json.dumps(_eval_report(0.2, 0.21, 500)))
+    assert main(["plot", str(tmp_path)]) == 0
+    [path] = [p for p in capsys.readouterr().out.split() if p.endswith("held_out.png")]
+    image = plt.imread(path)
+    assert image.shape[0] > 100 and image[..., :3].std() > 0.01
+
+
+def test_wilson_interval_holds_p_and_narrows_with_n():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from r3fast.train.metrics import wilson_interval
+
+    @given(st.integers(1, 10_000), st.data())
+    def check(n, data):
+        k = data.draw(st.integers(0, n))
+        low, high = wilson_interval(k / n, n)
+        assert 0.0 <= low <= k / n <= high <= 1.0
+        low4, high4 = wilson_interval(k / n, 4 * n)
+        assert high4 - low4 < high - low
+
+    check()

@@ -17,7 +17,7 @@ from r3fast.train.trainer import resumable_config, train
 
 STEPS = 3
 OVERRIDES = [
-    "model.name=tiny-random", "deterministic=true", "threads=1", "seed=7",
+    "model.name=tiny-random", "rollout.engine=hf", "deterministic=true", "threads=1", "seed=7",
     "data.eval_size=0", "data.prompts_per_step=2", "data.mining_batch=3",
     f"schedule.steps={STEPS}", "schedule.warmup_steps=1", "checkpoint.every=1", "checkpoint.keep_last=2",
     "stage.first_try_steps=1", "stage.first_try_group_size=3",  # step 1: the first-try stage; then R3

@@ -14,6 +14,9 @@ def add_task_model_args(p) -> None:
     p.add_argument("--source", default=None, help="dataset file for countdown/function_calling (TinyZero or xLAM layout)")
     p.add_argument("--categories", default=None, help="bfcl: comma-separated categories (default simple_python)")
     p.add_argument("--num-demos", type=int, default=None, help="few-shot demonstrations in the task prompt (default: the task's)")
+    p.add_argument("--fixed-demos", action="store_true", help="always the first demonstrations of the pool, not rotated per instance")
+    p.add_argument("--tool-call-format", default=None, choices=("json", "tool_call"),
+                   help="function calling: <tool_call> blocks (the default) or one JSON list of calls")
     p.add_argument("--engine", default="hf", choices=("auto", "hf", "vllm"), help="rollout engine (auto: vllm when importable)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences decoded together (hf engine)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="token budget of attempts and retries")
@@ -26,6 +29,12 @@ def load_task_and_instances(args):
     from r3fast.tasks import get_task, load_instances
 
     prompt_options = {} if args.num_demos is None else {"num_demos": args.num_demos}
+    if args.fixed_demos:
+        prompt_options["rotate_demos"] = False
+    if args.tool_call_format is not None:
+        if args.task.startswith("countdown"):
+            raise ValueError("--tool-call-format applies to function-calling tasks only")
+        prompt_options["tool_call_format"] = args.tool_call_format
     task = get_task(args.task, **prompt_options)
     options = {}
     if args.categories is not None:

@@ -14,6 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
+EVAL_BEFORE = "eval_before.json"  # held-out evaluation of the initial model, in the run folder
+EVAL_AFTER = "eval_after.json"    # the same evaluation of the trained model
 
 
 class PhaseTimer:
@@ -94,3 +96,16 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion p out of n (95% at z=1.96); it stays inside [0, 1]."""
+    if n == 0:
+        return 0.0, 1.0
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # at p = 0 (or 1) the bound is exactly 0 (or 1); rounding would leave ~1e-17 and exclude p itself
+    low = 0.0 if p <= 0 else max(0.0, centre - half)
+    high = 1.0 if p >= 1 else min(1.0, centre + half)
+    return low, high

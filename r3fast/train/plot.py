@@ -1,10 +1,12 @@
-"""PNG plots of a training run from its metrics.jsonl (matplotlib, Agg: no display needed)."""
+"""PNG plots of a training run: its metrics.jsonl over steps, and the held-out evaluation before and after
+training with 95% Wilson intervals (matplotlib, Agg: no display needed)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from r3fast.train.metrics import read_metrics
+from r3fast.train.metrics import EVAL_AFTER, EVAL_BEFORE, read_metrics, wilson_interval
 
 # file name -> (title, [(metric key, legend label)])
 PLOTS: dict[str, tuple[str, list[tuple[str, str]]]] = {
@@ -54,4 +56,34 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
-    return written
+    held_out = plot_held_out(run_dir, out_dir / "held_out.png", plt)
+    return written + ([held_out] if held_out else [])
+
+
+def plot_held_out(run_dir: Path, path: Path, plt) -> Path | None:
+    """Bars of first- and second-try accuracy before and after training, with Wilson intervals; None
+    when the run has no held-out evaluation (data.eval_size=0, or a run still training)."""
+    reports = {label: json.loads((Path(run_dir) / name).read_text())
+               for label, name in (("before", EVAL_BEFORE), ("after", EVAL_AFTER))
+               if (Path(run_dir) / name).is_file()}
+    if not reports:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / len(reports)
+    for i, (label, report) in enumerate(reports.items()):
+        n = report["counts"]["instances"]
+        values = [report["first_try_accuracy"], report["second_try_accuracy"]]
+        bounds = [wilson_interval(v, n) for v in values]
+        errors = [[v - low for v, (low, _) in zip(values, bounds, strict=True)],
+                  [high - v for v, (_, high) in zip(values, bounds, strict=True)]]
+        xs = [x + (i - (len(reports) - 1) / 2) * width for x in range(2)]
+        ax.bar(xs, values, width, yerr=errors, capsize=4, label=f"{label} (n={n})")
+    ax.set_xticks(range(2), ["first try", "second try"])
+    ax.set_ylabel("accuracy")
+    ax.set_title("Held-out accuracy, 95% Wilson intervals")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -36,9 +36,7 @@ from r3fast.train.config import (
     to_dict,
 )
 from r3fast.train.distributed import DistContext
-
-EVAL_BEFORE = "eval_before.json"
-EVAL_AFTER = "eval_after.json"
+from r3fast.train.metrics import EVAL_AFTER, EVAL_BEFORE, wilson_interval
 
 
 def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume: bool = False,
@@ -54,6 +52,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
     from r3fast.evaluate import EVAL_REFLECT, evaluate
     from r3fast.failures import failures_as_attempts, mine_failures, read_failures
     from r3fast.reflect import reflect_retry
+    from r3fast.rollout.base import SamplingParams
     from r3fast.tasks import load_instances
     from r3fast.train import checkpoint as ckpt
     from r3fast.train.distributed import (
@@ -64,10 +63,10 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
         shutdown,
         wrap_policy,
     )
-    from r3fast.train.metrics import MetricsLogger, PhaseTimer
-    from r3fast.train.pool import FailurePool
-    from r3fast.rollout.base import SamplingParams
     from r3fast.train.first_try import first_try_batch
+    from r3fast.train.metrics import MetricsLogger, PhaseTimer
+    from r3fast.train.plot import plot_run
+    from r3fast.train.pool import FailurePool
     from r3fast.train.update import PolicyLoss, grpo_update, samples_from_episodes
 
     started = time.perf_counter()
@@ -104,12 +103,13 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
     rcfg = reflect_config(cfg)
     gen_stats = {}
 
-    def stage_instances(n, seed):  # fresh tasks for the first-try stage, never held-out ones
-        if training_instances:
-            picked = random.Random(seed).sample(training_instances, min(n, len(training_instances)))
-        else:
-            picked = load_instances(cfg.task.name, n=n, seed=seed)
-        return [i for i in picked if i.id not in heldout_ids]
+    def stage_instances(n, seed):  # n fresh tasks for the first-try stage, never held-out ones
+        def draw(k, round_seed):
+            if training_instances:
+                return random.Random(round_seed).sample(training_instances, min(k, len(training_instances)))
+            return load_instances(cfg.task.name, n=k, seed=round_seed)
+
+        return draw_excluding(draw, n, seed, heldout_ids)
 
     def first_try_params(seed):
         return SamplingParams(cfg.rollout.attempt_max_new_tokens, cfg.stage.first_try_temperature,
@@ -277,6 +277,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
         say(format_before_after(before, after, len(heldout)))
     if dist.is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        say("plots: " + ", ".join(p.name for p in plot_run(run_dir)))
         say(f"run folder: {run_dir}  ({summary['seconds']:.0f} s)")
     shutdown(dist)
     return summary
@@ -394,6 +395,19 @@ def task_instances(cfg: TrainConfig) -> tuple[list, list]:
         raise ValueError(f"config key 'data.eval_size' ({n}) leaves no training instance of the {len(every)} in "
                          f"task {name!r}")
     return (sample_instances(every, n, cfg.data.eval_seed) if n else []), every
+
+
+def draw_excluding(draw, n: int, seed: int, exclude_ids: set[str], max_rounds: int = 1000) -> list:
+    """n instances from seeded draws `draw(k, seed)`, skipping excluded ids. Small task spaces such as
+    countdown-easy overlap the held-out set often (half of all draws with eval_size=500), so one
+    filtered draw would train on fewer groups than asked."""
+    out: list = []
+    for round_ in range(max_rounds):
+        out += [i for i in draw(n, seed * 1_000_003 + round_) if i.id not in exclude_ids]
+        if len(out) >= n:
+            return out[:n]
+    raise ValueError(f"found only {len(out)} of {n} instances outside the held-out set in {max_rounds} draws: "
+                     f"lower data.eval_size")
 
 
 def build_task(cfg: TrainConfig):
@@ -527,12 +541,3 @@ def _acc(report: dict, key: str, n: int) -> str:
     p = report[key]
     low, high = wilson_interval(p, n)
     return f"{p:.3f} [{low:.3f}, {high:.3f}]"
-
-
-def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
