@@ -88,3 +88,14 @@ def test_wilson_interval_holds_p_and_narrows_with_n():
         assert high4 - low4 < high - low
 
     check()
+
+
+@pytest.mark.parametrize("content", ['{"counts": {}}', "not json", '{"counts": {"instances": 0}, '
+                                     '"first_try_accuracy": 0.1, "second_try_accuracy": 0.2}'])
+def test_a_damaged_evaluation_report_is_a_clear_error(tmp_path, capsys, content):
+    logger = MetricsLogger(tmp_path, enabled=True, tensorboard=False)
+    logger.log(1, {"reward_mean": 0.1})
+    logger.close()
+    (tmp_path / "eval_after.json").write_text(content)
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "eval_after.json" in capsys.readouterr().err

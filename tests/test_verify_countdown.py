@@ -3,13 +3,18 @@
 import gc
 
 import pytest
-from hypothesis import HealthCheck, Phase, find, given, settings
-from verify_strategies import INT64_MAX, countdown_near_miss, countdown_passing, countdown_random, examples
+from hypothesis import Phase, find, given, settings
+from verify_strategies import (
+    INT64_MAX,
+    SETTINGS,
+    countdown_near_miss,
+    countdown_passing,
+    countdown_random,
+    examples,
+)
 
 from r3fast.verify import check_countdown, check_countdown_batch, explain_countdown
 from r3fast.verify.reference import countdown_verdict
-
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 KNOWN = [
     ("<answer>(6 - 2) * 25</answer>", [25, 2, 6], 100, "PASS"),

@@ -3,9 +3,11 @@
 import json
 
 import pytest
-from hypothesis import HealthCheck, Phase, find, given, settings
+from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 from verify_strategies import (
+    GOLD,
+    SETTINGS,
     examples,
     function_calls_near_miss,
     function_calls_passing,
@@ -15,11 +17,6 @@ from verify_strategies import (
 from r3fast.verify import check_function_calls, check_function_calls_batch, explain_function_calls
 from r3fast.verify.reference import function_calls_verdict
 
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-GOLD = (
-    '[{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}, {"name": "now", "arguments": {}}]'
-)
 ONE = '{"name": "now", "arguments": {}}'
 WEATHER = '{"name": "get_weather", "arguments": {"days": 3, "city": "Paris"}}'
 WEATHER_ESCAPED = WEATHER.replace("Paris", "Pa\\u0072is")

@@ -2,12 +2,13 @@
 boundaries (16-byte key heads, 18-digit and int32-exponent small numbers) agree with the Python reference."""
 
 import json
-import threading
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from verify_strategies import (
+    GOLD,
+    SETTINGS,
     Num,
     examples,
     function_calls_near_miss,
@@ -15,6 +16,7 @@ from verify_strategies import (
     function_calls_random,
     plain,
     render,
+    results_of_concurrent_calls,
 )
 
 from r3fast.verify import (
@@ -25,11 +27,6 @@ from r3fast.verify import (
     prepare_gold,
 )
 from r3fast.verify.reference import function_calls_verdict
-
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-GOLD = (
-    '[{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}, {"name": "now", "arguments": {}}]'
-)
 
 
 def _same_as_plain(output, gold: str) -> None:
@@ -196,14 +193,6 @@ def test_one_prepared_gold_shared_by_threads():
     ] * 2000
     expected = [check_function_calls(o, GOLD) for o in outputs]
     assert any(expected) and not all(expected)
-    results = {}
-
-    def run(i: int) -> None:
-        results[i] = check_function_calls_batch(outputs, [prepared] * len(outputs), num_threads=2) == expected
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = results_of_concurrent_calls(
+        lambda i: check_function_calls_batch(outputs, [prepared] * len(outputs), num_threads=2) == expected)
     assert results == {i: True for i in range(4)}

@@ -1,11 +1,9 @@
 """Batch checks on several threads give the sequential results, also when Python threads call in at once."""
 
-import threading
-
 import pytest
 from test_verify_countdown import KNOWN as COUNTDOWN_KNOWN
-from test_verify_function_calls import GOLD
 from test_verify_function_calls import KNOWN as FUNCTION_CALL_KNOWN
+from verify_strategies import GOLD, results_of_concurrent_calls
 
 from r3fast.verify import (
     check_countdown,
@@ -56,19 +54,12 @@ def test_concurrent_callers_share_nothing():
     outputs, golds = _function_call_batch()
     want_countdown = check_countdown_batch(responses, numbers, targets, num_threads=1)
     want_calls = check_function_calls_batch(outputs, golds, num_threads=1)
-    results: dict[int, object] = {}
-
-    def run(i: int) -> None:
+    def run(i: int) -> bool:
         if i % 2:
-            results[i] = check_countdown_batch(responses, numbers, targets, num_threads=2) == want_countdown
-        else:
-            results[i] = check_function_calls_batch(outputs, golds, num_threads=2) == want_calls
+            return check_countdown_batch(responses, numbers, targets, num_threads=2) == want_countdown
+        return check_function_calls_batch(outputs, golds, num_threads=2) == want_calls
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = results_of_concurrent_calls(run)
     assert results == {i: True for i in range(4)}
 
 

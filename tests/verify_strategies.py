@@ -8,11 +8,31 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
+from hypothesis import HealthCheck
 from hypothesis import strategies as st
 
 INT64_MAX = 2**63 - 1
 # The sanitizer build runs the same tests with fewer examples (see test_sanitizer_build.py).
 EXAMPLES_SCALE = float(os.environ.get("R3FAST_VERIFY_EXAMPLES_SCALE", "1"))
+# hypothesis settings of the verifier tests: inputs are large and checks are timed elsewhere
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# a two-call gold answer the function-call tests share
+GOLD = (
+    '[{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}, {"name": "now", "arguments": {}}]'
+)
+
+
+def results_of_concurrent_calls(run, count: int = 4) -> dict:
+    """{i: run(i)} with the `count` calls made from as many Python threads at once."""
+    import threading
+
+    results: dict = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, run(i))) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
 
 
 def examples(n: int) -> int:

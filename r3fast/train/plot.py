@@ -63,16 +63,14 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 def plot_held_out(run_dir: Path, path: Path, plt) -> Path | None:
     """Bars of first- and second-try accuracy before and after training, with Wilson intervals; None
     when the run has no held-out evaluation (data.eval_size=0, or a run still training)."""
-    reports = {label: json.loads((Path(run_dir) / name).read_text())
+    reports = {label: read_eval_report(Path(run_dir) / name)
                for label, name in (("before", EVAL_BEFORE), ("after", EVAL_AFTER))
                if (Path(run_dir) / name).is_file()}
     if not reports:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
     width = 0.8 / len(reports)
-    for i, (label, report) in enumerate(reports.items()):
-        n = report["counts"]["instances"]
-        values = [report["first_try_accuracy"], report["second_try_accuracy"]]
+    for i, (label, (n, values)) in enumerate(reports.items()):
         bounds = [wilson_interval(v, n) for v in values]
         errors = [[v - low for v, (low, _) in zip(values, bounds, strict=True)],
                   [high - v for v, (_, high) in zip(values, bounds, strict=True)]]
@@ -87,3 +85,16 @@ def plot_held_out(run_dir: Path, path: Path, plt) -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def read_eval_report(path: Path) -> tuple[int, list[float]]:
+    """(instances, [first-try, second-try accuracy]) of an evaluation report; ValueError naming the file."""
+    try:
+        report = json.loads(path.read_text())
+        n = int(report["counts"]["instances"])
+        values = [float(report["first_try_accuracy"]), float(report["second_try_accuracy"])]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not an r3fast evaluation report: {exc!r}") from None
+    if n < 1 or not all(0.0 <= v <= 1.0 for v in values):
+        raise ValueError(f"{path} holds {n} instances and accuracies {values}: expected n >= 1 and values in [0, 1]")
+    return n, values
