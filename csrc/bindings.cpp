@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -71,38 +72,45 @@ int64_t int64_arg(PyObject* obj, const std::string& name) {
   return v;
 }
 
-// The value of an exact int (not a subclass) that fits int64, or false. Ints that fit one CPython digit (the
-// usual Countdown number) are read from the object without a call.
-bool exact_int64(PyObject* obj, long long* out) {
-  if (!PyLong_CheckExact(obj)) return false;
+// The value of an exact int (not a subclass) small enough for CPython's compact form (at least 30 bits), read
+// from the object's fields alone: helper threads call this while the calling thread holds the GIL.
+bool compact_int64(PyObject* obj, int64_t* out) {
 #if PY_VERSION_HEX < 0x030C0000
   const Py_ssize_t size = Py_SIZE(obj);  // the digit count, negated for negative ints
-  if (size >= -1 && size <= 1) {
-    *out = size == 0 ? 0 : size * static_cast<long long>(reinterpret_cast<PyLongObject*>(obj)->ob_digit[0]);
-    return true;
-  }
+  if (size < -1 || size > 1) return false;
+  *out = size == 0 ? 0 : size * static_cast<int64_t>(reinterpret_cast<PyLongObject*>(obj)->ob_digit[0]);
+  return true;
 #else
-  if (PyUnstable_Long_IsCompact(reinterpret_cast<PyLongObject*>(obj))) {
-    *out = PyUnstable_Long_CompactValue(reinterpret_cast<PyLongObject*>(obj));
+  if (!PyUnstable_Long_IsCompact(reinterpret_cast<PyLongObject*>(obj))) return false;
+  *out = PyUnstable_Long_CompactValue(reinterpret_cast<PyLongObject*>(obj));
+  return true;
+#endif
+}
+
+// The value of an exact int (not a subclass) that fits int64, or false.
+bool exact_int64(PyObject* obj, long long* out) {
+  if (!PyLong_CheckExact(obj)) return false;
+  int64_t v;
+  if (compact_int64(obj, &v)) {
+    *out = v;
     return true;
   }
-#endif
   int overflow = 0;
   *out = PyLong_AsLongLongAndOverflow(obj, &overflow);
   return overflow == 0;
 }
 
-// Exact ints in a list or tuple, the usual case, converted without a Python call; false (nothing appended) if
-// any element needs the general path.
-bool append_exact_ints(PyObject* seq, std::vector<int64_t>* out) {
+// The ints of a list or tuple appended to *out when every one is exact and compact (the usual Countdown
+// numbers); false, with nothing appended, otherwise. Reads fields only, like compact_int64.
+bool append_compact_ints(PyObject* seq, std::vector<int64_t>* out) {
   const bool is_list = PyList_CheckExact(seq);
   if (!is_list && !PyTuple_CheckExact(seq)) return false;
   const Py_ssize_t n = Py_SIZE(seq);
   PyObject** items = is_list ? reinterpret_cast<PyListObject*>(seq)->ob_item : &PyTuple_GET_ITEM(seq, 0);
   const size_t start = out->size();
   for (Py_ssize_t i = 0; i < n; ++i) {
-    long long v;
-    if (!exact_int64(items[i], &v)) {
+    int64_t v;
+    if (!PyLong_CheckExact(items[i]) || !compact_int64(items[i], &v)) {
       out->resize(start);
       return false;
     }
@@ -112,7 +120,7 @@ bool append_exact_ints(PyObject* seq, std::vector<int64_t>* out) {
 }
 
 void append_numbers(PyObject* seq, const ArgName& name, std::vector<int64_t>* out) {
-  if (append_exact_ints(seq, out)) return;
+  if (append_compact_ints(seq, out)) return;
   // A tuple copy holds its own references: an element's __index__ may mutate or shrink `seq` meanwhile.
   py::object items = py::reinterpret_steal<py::object>(PySequence_Tuple(seq));
   if (!items) {
@@ -124,23 +132,6 @@ void append_numbers(PyObject* seq, const ArgName& name, std::vector<int64_t>* ou
     PyObject* item = PyTuple_GET_ITEM(items.ptr(), i);
     long long v;
     out->push_back(exact_int64(item, &v) ? v : int64_arg(item, name.str() + "[" + std::to_string(i) + "]"));
-  }
-}
-
-// A tuple of the batch's items: it keeps every item alive while the GIL is released.
-py::tuple batch_arg(py::handle seq, const char* name) {
-  PyObject* t = PySequence_Tuple(seq.ptr());
-  if (t == nullptr) {
-    PyErr_Clear();
-    throw py::type_error(std::string(name) + " must be a sequence, got " + type_name(seq.ptr()));
-  }
-  return py::reinterpret_steal<py::tuple>(t);
-}
-
-void check_same_length(const py::tuple& items, const char* name, const py::tuple& ref, const char* ref_name) {
-  if (items.size() != ref.size()) {
-    throw py::value_error(std::string(name) + " has " + std::to_string(items.size()) + " entries but " + ref_name +
-                          " has " + std::to_string(ref.size()) + "; expected one per " + ref_name + " entry");
   }
 }
 
@@ -174,52 +165,224 @@ Verdict countdown_one(py::handle response, py::handle numbers, py::handle target
   return r3fast::check_countdown(text.bytes, nums.data(), nums.size(), t, text.known_utf8);
 }
 
-// Where an item's numbers are: a run in its block's storage.
-struct NumbersSpan {
-  uint32_t begin, size;
+// A batch argument read item by item: a tuple, or a list read in place, or any other sequence through a tuple
+// copy. With `own_items` a list is copied too: the copy holds a reference to every item, so the items outlive
+// the GIL release whatever other threads do to the list meanwhile. Items are borrowed; Python code that runs
+// while the batch is read (an __index__ method) may shrink a list read in place, so at() checks the size.
+class BatchSequence {
+ public:
+  BatchSequence(py::handle seq, const char* name, bool own_items) : name_(name) {
+    if (PyTuple_CheckExact(seq.ptr()) || (!own_items && PyList_CheckExact(seq.ptr()))) {
+      obj_ = py::reinterpret_borrow<py::object>(seq);
+    } else {
+      PyObject* t = PySequence_Tuple(seq.ptr());
+      if (t == nullptr) {
+        PyErr_Clear();
+        throw py::type_error(std::string(name) + " must be a sequence, got " + type_name(seq.ptr()));
+      }
+      obj_ = py::reinterpret_steal<py::object>(t);
+    }
+    is_list_ = PyList_CheckExact(obj_.ptr());
+  }
+
+  size_t size() const { return static_cast<size_t>(Py_SIZE(obj_.ptr())); }
+  const char* name() const { return name_; }
+
+  PyObject* at(size_t i) const {
+    if (i >= size()) throw py::value_error(std::string(name_) + " changed size while the batch was read");
+    return at_unchecked(i);
+  }
+  // Only while no Python code can have run since the size was checked.
+  PyObject* at_unchecked(size_t i) const {
+    const auto index = static_cast<Py_ssize_t>(i);
+    return is_list_ ? PyList_GET_ITEM(obj_.ptr(), index) : PyTuple_GET_ITEM(obj_.ptr(), index);
+  }
+
+ private:
+  py::object obj_;
+  const char* name_;
+  bool is_list_ = false;
 };
 
-std::vector<Verdict> countdown_batch(py::handle responses, py::handle numbers, py::handle targets, int num_threads) {
-  constexpr size_t kBlock = r3fast::PipelinedFor::kBlock;
-  const unsigned threads = threads_arg(num_threads);
-  const py::tuple items = batch_arg(responses, "responses");
-  const py::tuple nums = batch_arg(numbers, "numbers");
-  const py::tuple targs = batch_arg(targets, "targets");
-  check_same_length(nums, "numbers", items, "responses");
-  check_same_length(targs, "targets", items, "responses");
-  const size_t n = items.size();
-  // Each block's numbers get their own storage, complete before the block is published: checks read published
-  // blocks while later ones are converted.
-  std::vector<std::vector<int64_t>> block_numbers((n + kBlock - 1) / kBlock);
-  std::vector<Text> texts(n);
-  std::vector<NumbersSpan> spans(n);
-  std::vector<int64_t> target_values(n);
-  std::vector<Verdict> out(n);
-  r3fast::PipelinedFor pipeline(n, threads, [&](size_t i) {
-    const int64_t* given = block_numbers[i / kBlock].data() + spans[i].begin;
-    out[i] = texts[i].valid ? r3fast::check_countdown(texts[i].bytes, given, spans[i].size, target_values[i],
-                                                      texts[i].known_utf8)
-                            : Verdict::kInvalidText;
-  });
-  for (size_t begin = 0; begin < n; begin += kBlock) {
-    const size_t end = std::min(n, begin + kBlock);
-    std::vector<int64_t>& storage = block_numbers[begin / kBlock];
-    storage.reserve(4 * (end - begin));  // a Countdown task has a handful of numbers
-    for (size_t i = begin; i < end; ++i) {
-      const auto index = static_cast<Py_ssize_t>(i);
-      texts[i] = text_arg(PyTuple_GET_ITEM(items.ptr(), index), ArgName{"responses", index});
-      const size_t first = storage.size();
-      append_numbers(PyTuple_GET_ITEM(nums.ptr(), index), ArgName{"numbers", index}, &storage);
-      spans[i] = NumbersSpan{static_cast<uint32_t>(first), static_cast<uint32_t>(storage.size() - first)};
-      PyObject* target = PyTuple_GET_ITEM(targs.ptr(), index);
-      long long t;
-      target_values[i] = exact_int64(target, &t) ? t : int64_arg(target, ArgName{"targets", index}.str());
-    }
-    pipeline.publish(end);
+void check_same_length(const BatchSequence& items, const BatchSequence& ref) {
+  if (items.size() != ref.size()) {
+    throw py::value_error(std::string(items.name()) + " has " + std::to_string(items.size()) + " entries but " +
+                          ref.name() + " has " + std::to_string(ref.size()) + "; expected one per " + ref.name() +
+                          " entry");
   }
-  py::gil_scoped_release release;
-  pipeline.finish();
-  return out;
+}
+
+// One Countdown check of a batch: its inputs as read under the GIL, then its verdict.
+struct CountdownItem {
+  const char* text;
+  size_t text_size;
+  int64_t target;
+  uint32_t numbers_begin;  // a run in its block's numbers storage, or in the general path's
+  uint32_t numbers_size;
+  bool valid;              // the response has a UTF-8 form
+  bool known_utf8;
+  bool general;            // read by the general path: its numbers are in the general path's storage
+  Verdict verdict;
+};
+
+// A thread's batch memory, kept between calls: a fresh 100k-item batch would otherwise page-fault megabytes in
+// on every call before any check runs. A nested call on the same thread (from Python code that a batch runs,
+// such as an __index__ method) finds it in use and takes fresh memory.
+struct CountdownScratch {
+  static constexpr size_t kKeepItems = size_t{1} << 20;  // memory of bigger batches is given back afterwards
+  std::vector<CountdownItem> items;
+  std::vector<std::vector<int64_t>> block_numbers;
+  std::vector<int64_t> general_numbers;
+  bool in_use = false;
+};
+
+class CountdownScratchLease {
+ public:
+  CountdownScratchLease() {
+    thread_local CountdownScratch shared;
+    scratch_ = shared.in_use ? &own_ : &shared;
+    scratch_->in_use = true;
+  }
+  ~CountdownScratchLease() {
+    if (scratch_->items.capacity() > CountdownScratch::kKeepItems) {
+      scratch_->items = {};
+      scratch_->block_numbers = {};
+      scratch_->general_numbers = {};
+    }
+    scratch_->in_use = false;
+  }
+  CountdownScratchLease(const CountdownScratchLease&) = delete;
+  CountdownScratchLease& operator=(const CountdownScratchLease&) = delete;
+  CountdownScratch& operator*() { return *scratch_; }
+
+ private:
+  CountdownScratch own_;
+  CountdownScratch* scratch_;
+};
+
+// The usual item (an ASCII str or bytes, a list or tuple of small exact ints, a small exact int target) read
+// without calling into Python at all, so any thread may do it while the caller holds the GIL: nothing can
+// change or free the objects then. False, with the item marked for the general path, for anything else.
+bool read_usual_item(PyObject* response, PyObject* numbers, PyObject* target, CountdownItem* item,
+                     std::vector<int64_t>* storage) {
+  item->general = true;
+  if (PyUnicode_CheckExact(response) && PyUnicode_IS_COMPACT_ASCII(response)) {
+    item->text = static_cast<const char*>(PyUnicode_DATA(response));
+    item->text_size = static_cast<size_t>(PyUnicode_GET_LENGTH(response));
+    item->known_utf8 = true;
+  } else if (PyBytes_CheckExact(response)) {
+    item->text = PyBytes_AS_STRING(response);
+    item->text_size = static_cast<size_t>(PyBytes_GET_SIZE(response));
+    item->known_utf8 = false;
+  } else {
+    return false;
+  }
+  if (!PyLong_CheckExact(target) || !compact_int64(target, &item->target)) return false;
+  const size_t first = storage->size();
+  if (!append_compact_ints(numbers, storage)) return false;
+  item->numbers_begin = static_cast<uint32_t>(first);
+  item->numbers_size = static_cast<uint32_t>(storage->size() - first);
+  item->valid = true;
+  item->general = false;
+  return true;
+}
+
+// Any other item, on the calling thread: Python code may run here (an __index__ method), so it holds its own
+// references to what it reads.
+void read_general_item(const BatchSequence& responses, const BatchSequence& numbers, const BatchSequence& targets,
+                       size_t i, CountdownScratch* scratch, CountdownItem* item) {
+  const auto index = static_cast<Py_ssize_t>(i);
+  const py::object response = py::reinterpret_borrow<py::object>(responses.at(i));
+  const Text text = text_arg(response.ptr(), ArgName{"responses", index});  // alive: `responses` owns it
+  const py::object nums = py::reinterpret_borrow<py::object>(numbers.at(i));
+  const size_t first = scratch->general_numbers.size();
+  append_numbers(nums.ptr(), ArgName{"numbers", index}, &scratch->general_numbers);
+  const py::object target = py::reinterpret_borrow<py::object>(targets.at(i));
+  long long t;
+  item->target = exact_int64(target.ptr(), &t) ? t : int64_arg(target.ptr(), ArgName{"targets", index}.str());
+  item->text = text.bytes.data();
+  item->text_size = text.bytes.size();
+  item->valid = text.valid;
+  item->known_utf8 = text.known_utf8;
+  item->numbers_begin = static_cast<uint32_t>(first);
+  item->numbers_size = static_cast<uint32_t>(scratch->general_numbers.size() - first);
+}
+
+// Checks a batch in three phases: the usual items are read on every thread while the caller holds the GIL
+// (no Python code runs, so the batch cannot change); the others are read on the calling thread, which may run
+// Python code; then the GIL is released and every thread checks. The responses are held as a tuple that owns
+// them, so their texts stay valid throughout. Returns to_result(items, n), built under the
+// GIL.
+template <class ToResult>
+py::object countdown_batch(py::handle responses, py::handle numbers, py::handle targets, int num_threads,
+                           ToResult to_result) {
+  constexpr size_t kBlock = r3fast::BlockTeam::kBlock;
+  const unsigned threads = threads_arg(num_threads);
+  const BatchSequence items(responses, "responses", /*own_items=*/true);
+  const BatchSequence nums(numbers, "numbers", /*own_items=*/false);
+  const BatchSequence targs(targets, "targets", /*own_items=*/false);
+  check_same_length(nums, items);
+  check_same_length(targs, items);
+  const size_t n = items.size();
+  CountdownScratchLease lease;
+  CountdownScratch& scratch = *lease;
+  scratch.items.resize(n);
+  scratch.general_numbers.clear();
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  if (scratch.block_numbers.size() < blocks) scratch.block_numbers.resize(blocks);
+  CountdownItem* const item = scratch.items.data();
+  std::vector<int64_t>* const block_numbers = scratch.block_numbers.data();
+  r3fast::BlockTeam team(n, threads);
+
+  std::atomic<bool> any_general{false};
+  team.run([&](size_t begin, size_t end) {
+    std::vector<int64_t>& storage = block_numbers[begin / kBlock];
+    storage.clear();
+    bool general = false;
+    for (size_t i = begin; i < end; ++i) {
+      general |= !read_usual_item(items.at_unchecked(i), nums.at_unchecked(i), targs.at_unchecked(i), &item[i],
+                                  &storage);
+    }
+    if (general) any_general.store(true, std::memory_order_relaxed);
+  });
+  if (any_general.load(std::memory_order_relaxed)) {
+    for (size_t i = 0; i < n; ++i) {
+      if (item[i].general) read_general_item(items, nums, targs, i, &scratch, &item[i]);
+    }
+  }
+  {
+    py::gil_scoped_release release;
+    const int64_t* const general_numbers = scratch.general_numbers.data();
+    team.run([&](size_t begin, size_t end) {
+      const int64_t* const block = block_numbers[begin / kBlock].data();
+      for (size_t i = begin; i < end; ++i) {
+        CountdownItem& it = item[i];
+        it.verdict = it.valid ? r3fast::check_countdown(std::string_view(it.text, it.text_size),
+                                                        (it.general ? general_numbers : block) + it.numbers_begin,
+                                                        it.numbers_size, it.target, it.known_utf8)
+                              : Verdict::kInvalidText;
+      }
+    });
+  }
+  return to_result(item, n);
+}
+
+py::object countdown_bools(const CountdownItem* items, size_t n) {
+  py::list out(n);
+  for (size_t i = 0; i < n; ++i) {
+    PyObject* b = items[i].verdict == Verdict::kPass ? Py_True : Py_False;
+    Py_INCREF(b);
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), b);
+  }
+  return std::move(out);
+}
+
+py::object countdown_verdicts(const CountdownItem* items, size_t n) {
+  py::list out(n);
+  for (size_t i = 0; i < n; ++i) {
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), verdict_tuple(items[i].verdict).release().ptr());
+  }
+  return std::move(out);
 }
 
 // A gold as the checker takes it: prepared (a FunctionCallGold object) or JSON text.
@@ -249,9 +412,9 @@ std::vector<Verdict> function_calls_batch(py::handle outputs, py::handle golds, 
                                           const py::function& gold_to_json, const char* output_name,
                                           const char* gold_name, bool indexed) {
   const unsigned threads = threads_arg(num_threads);
-  const py::tuple items = batch_arg(outputs, output_name);
-  py::tuple gold_items = batch_arg(golds, gold_name);
-  check_same_length(gold_items, gold_name, items, output_name);
+  const BatchSequence items(outputs, output_name, /*own_items=*/true);
+  const BatchSequence gold_items(golds, gold_name, /*own_items=*/true);
+  check_same_length(gold_items, items);
   const size_t n = items.size();
   std::vector<Text> texts(n);
   std::vector<GoldArg> gold_args(n);
@@ -260,11 +423,13 @@ std::vector<Verdict> function_calls_batch(py::handle outputs, py::handle golds, 
   std::unordered_map<PyObject*, size_t> encoded_index;
   const auto prepared_type = reinterpret_cast<PyTypeObject*>(py::type::of<r3fast::FunctionCallGold>().ptr());
   std::vector<Verdict> out(n);
-  r3fast::PipelinedFor pipeline(n, threads, [&](size_t i) { out[i] = check_calls(texts[i], gold_args[i]); });
+  r3fast::PipelinedFor pipeline(n, threads, [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) out[i] = check_calls(texts[i], gold_args[i]);
+  });
   for (size_t i = 0; i < n; ++i) {
     const ArgName name{gold_name, indexed ? static_cast<Py_ssize_t>(i) : -1};
-    texts[i] = text_arg(PyTuple_GET_ITEM(items.ptr(), static_cast<Py_ssize_t>(i)), ArgName{output_name, name.index});
-    py::handle g = PyTuple_GET_ITEM(gold_items.ptr(), static_cast<Py_ssize_t>(i));
+    texts[i] = text_arg(items.at(i), ArgName{output_name, name.index});
+    py::handle g = gold_items.at(i);
     if (PyObject_TypeCheck(g.ptr(), prepared_type)) {
       gold_args[i].prepared = &g.cast<const r3fast::FunctionCallGold&>();
     } else {
@@ -310,13 +475,11 @@ PYBIND11_MODULE(_native, m) {
     return verdict_tuple(countdown_one(response, numbers, target));
   }, py::arg("response"), py::arg("numbers"), py::arg("target"), "(code, reason) of one Countdown check.");
   m.def("check_countdown_batch", [](py::handle responses, py::handle numbers, py::handle targets, int num_threads) {
-    return bool_list(countdown_batch(responses, numbers, targets, num_threads));
+    return countdown_batch(responses, numbers, targets, num_threads, countdown_bools);
   }, py::arg("responses"), py::arg("numbers"), py::arg("targets"), py::arg("num_threads") = 0);
   m.def("explain_countdown_batch", [](py::handle responses, py::handle numbers, py::handle targets,
                                       int num_threads) {
-    py::list out;
-    for (Verdict v : countdown_batch(responses, numbers, targets, num_threads)) out.append(verdict_tuple(v));
-    return out;
+    return countdown_batch(responses, numbers, targets, num_threads, countdown_verdicts);
   }, py::arg("responses"), py::arg("numbers"), py::arg("targets"), py::arg("num_threads") = 0);
 
   py::class_<r3fast::FunctionCallGold>(m, "FunctionCallGold",

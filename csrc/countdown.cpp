@@ -54,9 +54,10 @@ uint64_t abs_u64(__int128 x) { return static_cast<uint64_t>(x < 0 ? -x : x); }
 
 // An exact rational in lowest terms with den > 0 and |num|, den <= INT64_MAX. The bound keeps every
 // intermediate of +,-,*,/ inside __int128, so overflow is detected exactly instead of wrapping.
+// Trivial (no member initializers) so that the parser's stack of levels costs nothing until used.
 struct Rational {
-  int64_t num = 0;
-  int64_t den = 1;
+  int64_t num;
+  int64_t den;
 };
 
 bool fits(__int128 x) { return x >= -static_cast<__int128>(kMax) && x <= kMax; }
@@ -94,8 +95,11 @@ Verdict divide(Rational a, Rational b, Rational* out) {
   return mul(a, inv, out);
 }
 
-// Recursive descent over the answer. Grammar errors and the depth limit stop parsing at once; arithmetic
-// errors are only recorded (the first one in evaluation order wins) because they rank after the literal check.
+// The answer parsed and evaluated in one left-to-right pass, without recursion: an explicit stack holds one
+// Level per open parenthesis. It accepts the grammar of r3fast/verify/reference.py exactly as a recursive
+// descent would, evaluates in the same order (each factor joins its term when it ends, each term its expression
+// when it ends), and stops at the same token on a grammar error or the depth limit. Arithmetic errors are only
+// recorded (the first one in evaluation order wins) because they rank after the literal check.
 class Parser {
  public:
   // `s` ends with a NUL sentinel at s[size] (not counted in size): scans stop there without bounds checks, and
@@ -104,119 +108,136 @@ class Parser {
 
   // kPass with the value in *out, or the first grammar/depth error.
   Verdict parse(Rational* out) {
-    Verdict v = expr(out);
-    if (v != Verdict::kPass) return v;
-    skip_space();
-    return p_ == end_ ? Verdict::kPass : Verdict::kParseError;
+    int top = 0;    // index of the innermost open level
+    int depth = 0;  // open parentheses plus pending unary signs, as the depth limit counts them
+    levels_[0] = Level{};
+    for (;;) {
+      // An operand: unary signs, then a number or a parenthesis.
+      char c = peek();
+      if (c == '+' || c == '-' || c == '(') {
+        if (++depth > kMaxExpressionDepth) return Verdict::kTooDeep;
+        ++p_;
+        if (c == '(') {
+          levels_[++top] = Level{};
+        } else {
+          ++levels_[top].unary;
+          levels_[top].negate ^= c == '-';
+        }
+        continue;
+      }
+      Rational value;
+      if (!number(&value)) return Verdict::kParseError;
+      // A factor ended; a closing parenthesis ends the factor that encloses it, and so on outwards.
+      for (;;) {
+        Level& level = levels_[top];
+        depth -= level.unary;
+        if (level.negate) value.num = -value.num;
+        level.unary = 0;
+        level.negate = false;
+        if (level.product_op == 0) {
+          level.product = value;
+        } else if (arith_ == Verdict::kPass) {
+          arith_ = level.product_op == '*' ? mul(level.product, value, &level.product)
+                                           : divide(level.product, value, &level.product);
+        }
+        c = peek();
+        if (c == '*' || c == '/') {
+          level.product_op = c;
+          ++p_;
+          break;
+        }
+        // The term ended.
+        Rational term = level.product;
+        if (level.sum_op == '-') term.num = -term.num;
+        if (level.sum_op == 0) {
+          level.sum = term;
+        } else if (arith_ == Verdict::kPass) {
+          arith_ = add(level.sum, term, &level.sum);
+        }
+        if (c == '+' || c == '-') {
+          level.sum_op = c;
+          level.product_op = 0;
+          ++p_;
+          break;
+        }
+        if (top == 0) {  // the answer ended: only the end of the text may follow
+          if (p_ != end_) return Verdict::kParseError;
+          *out = level.sum;
+          return Verdict::kPass;
+        }
+        if (c != ')') return Verdict::kParseError;
+        ++p_;
+        --depth;
+        value = level.sum;
+        --top;
+      }
+    }
   }
 
   Verdict arithmetic_error() const { return arith_; }
   bool literals_match(const int64_t* numbers, size_t n) {
     if (huge_literal_ || n != num_literals_) return false;
-    // n == num_literals_ <= kMaxAnswerBytes / 2 + 1; a small stack array serves the usual handful.
-    std::array<int64_t, 16> small;
-    std::vector<int64_t> large;
-    int64_t* given = small.data();
-    if (n > small.size()) {
-      large.resize(n);
-      given = large.data();
+    if (n <= 64) {  // the usual handful: pair each literal with an unused equal number
+      uint64_t used = 0;
+      for (size_t i = 0; i < n; ++i) {
+        size_t j = 0;
+        while (j < n && (((used >> j) & 1) != 0 || numbers[j] != literals_[i])) ++j;
+        if (j == n) return false;
+        used |= uint64_t{1} << j;
+      }
+      return true;
     }
-    std::copy(numbers, numbers + n, given);
-    std::sort(given, given + n);
+    // n == num_literals_ <= kMaxAnswerBytes / 2 + 1
+    std::vector<int64_t> given(numbers, numbers + n);
+    std::sort(given.begin(), given.end());
     std::sort(literals_.begin(), literals_.begin() + n);
-    return std::equal(given, given + n, literals_.begin());
+    return std::equal(given.begin(), given.end(), literals_.begin());
   }
 
  private:
-  void skip_space() {
-    while (is_space(*p_)) ++p_;
-  }
+  // One open parenthesis (level 0: the whole answer): its expression so far and its current term so far.
+  struct Level {
+    Rational sum;          // the ended terms
+    Rational product;      // the current term's ended factors
+    char sum_op;           // how the current term joins sum: 0 (first term), '+' or '-'
+    char product_op;       // how the next factor joins product: 0 (first factor), '*' or '/'
+    bool negate;           // an odd number of unary '-' precede the current factor
+    int unary;             // unary signs preceding the current factor
+  };  // trivial, like Rational; Level{} (all zero) opens a level
+
   char peek() {
-    skip_space();
+    while (is_space(*p_)) ++p_;
     return *p_;
   }
 
-  void combine(Verdict (*op)(Rational, Rational, Rational*), Rational rhs, Rational* acc) {
-    if (arith_ != Verdict::kPass) return;
-    arith_ = op(*acc, rhs, acc);
-  }
-
-  Verdict expr(Rational* out) {
-    Verdict v = term(out);
-    for (char c = peek(); v == Verdict::kPass && (c == '+' || c == '-'); c = peek()) {
-      ++p_;
-      Rational rhs;
-      v = term(&rhs);
-      if (c == '-') rhs.num = -rhs.num;
-      combine(add, rhs, out);
-    }
-    return v;
-  }
-
-  Verdict term(Rational* out) {
-    Verdict v = factor(out);
-    for (char c = peek(); v == Verdict::kPass && (c == '*' || c == '/'); c = peek()) {
-      ++p_;
-      Rational rhs;
-      v = factor(&rhs);
-      combine(c == '*' ? mul : divide, rhs, out);
-    }
-    return v;
-  }
-
-  Verdict factor(Rational* out) {
-    const char c = peek();
-    if (c == '+' || c == '-' || c == '(') {
-      if (++depth_ > kMaxExpressionDepth) return Verdict::kTooDeep;
-      ++p_;
-      Verdict v;
-      if (c == '(') {
-        v = expr(out);
-        if (v == Verdict::kPass) {
-          if (peek() == ')') {
-            ++p_;
-          } else {
-            v = Verdict::kParseError;
-          }
-        }
-      } else {
-        v = factor(out);
-        if (c == '-') out->num = -out->num;
-      }
-      --depth_;
-      return v;
-    }
-    return number(out);
-  }
-
-  Verdict number(Rational* out) {
+  bool number(Rational* out) {
     const char* const start = p_;
+    // Up to 18 digits cannot exceed INT64_MAX: the usual literal takes this loop alone.
     uint64_t value = 0;
+    for (; is_digit(*p_) && p_ - start < 18; ++p_) value = value * 10 + static_cast<uint64_t>(*p_ - '0');
     bool huge = false;
     for (; is_digit(*p_); ++p_) {
       const uint64_t d = static_cast<uint64_t>(*p_ - '0');
-      // Up to 18 digits cannot exceed INT64_MAX; only longer literals pay for the overflow test.
-      if (p_ - start >= 18 && value > (static_cast<uint64_t>(kMax) - d) / 10) huge = true;
+      if (value > (static_cast<uint64_t>(kMax) - d) / 10) huge = true;
       if (!huge) value = value * 10 + d;
     }
-    if (p_ == start || (*start == '0' && p_ - start > 1)) return Verdict::kParseError;
+    if (p_ == start || (*start == '0' && p_ - start > 1)) return false;
     // A literal above INT64_MAX can never be one of the numbers; evaluation is then moot.
     huge_literal_ |= huge;
     if (num_literals_ < literals_.size()) literals_[num_literals_] = static_cast<int64_t>(value);
     ++num_literals_;
     *out = Rational{huge ? 0 : static_cast<int64_t>(value), 1};
-    return Verdict::kPass;
+    return true;
   }
 
   const char* p_;
   const char* const end_;
-  int depth_ = 0;
   Verdict arith_ = Verdict::kPass;
   bool huge_literal_ = false;
   size_t num_literals_ = 0;
+  std::array<Level, kMaxExpressionDepth + 1> levels_;
   std::array<int64_t, kMaxAnswerBytes / 2 + 1> literals_;
 };
-
 }  // namespace
 
 Verdict check_countdown(std::string_view text, const int64_t* numbers, size_t num_numbers, int64_t target,

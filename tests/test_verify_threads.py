@@ -1,5 +1,7 @@
 """Batch checks on several threads give the sequential results, also when Python threads call in at once."""
 
+import gc
+
 import pytest
 from test_verify_countdown import KNOWN as COUNTDOWN_KNOWN
 from test_verify_function_calls import KNOWN as FUNCTION_CALL_KNOWN
@@ -38,6 +40,75 @@ def test_countdown_two_threads_equal_sequential():
     assert check_countdown_batch(responses, numbers, targets, num_threads=2) == sequential
     assert check_countdown_batch(responses, numbers, targets, num_threads=0) == sequential
     assert check_countdown_batch(responses, numbers, targets, num_threads=7) == sequential
+
+
+class _Str(str):
+    pass
+
+
+class _Int(int):
+    pass
+
+
+def test_countdown_batch_mixing_usual_and_unusual_items_equals_single_checks():
+    # Helper threads read the usual items (ASCII str or bytes, lists or tuples of small exact ints); every other
+    # kind takes the calling thread's general path. Interleaved in one batch, both must give the single checks'
+    # verdicts, wherever the blocks fall.
+    big = 2**40
+    unusual = [
+        ("<answer>é</answer><answer>3 * 4</answer>", [3, 4], 12),  # non-ASCII str
+        (_Str("<answer>3 * 4</answer>"), [3, 4], 12),  # str subclass
+        ("<answer>3 * 4</answer>", [_Int(3), 4], _Int(12)),  # int subclasses
+        (f"<answer>{big} + 1</answer>", [big, 1], big + 1),  # ints beyond CPython's compact form
+        (b"<answer>3 * 4</answer>", (3, 4), 12),  # bytes, tuple numbers
+        ("<answer>3 * 4</answer>", range(3, 5), 12),  # another sequence
+        ("<answer>\ud800</answer>", [1], 1),  # no UTF-8 form
+    ]
+    usual = [(r, n, t) for r, n, t, _ in COUNTDOWN_KNOWN]
+    batch = [usual[i % len(usual)] if i % 7 else unusual[i // 7 % len(unusual)] for i in range(3000)]
+    responses, numbers, targets = (list(column) for column in zip(*batch, strict=True))
+    single = [check_countdown(r, n, t) for r, n, t in batch]
+    assert any(single) and not all(single)
+    for threads in (1, 2):
+        assert check_countdown_batch(responses, numbers, targets, num_threads=threads) == single
+        as_tuples = (tuple(responses), tuple(numbers), tuple(targets))
+        assert check_countdown_batch(*as_tuples, num_threads=threads) == single
+
+
+class _ClearsBatch:
+    """An int-like target whose __index__ empties the batch's lists while the batch is being read."""
+
+    def __init__(self, value: int):
+        self.value, self.columns = value, []
+
+    def __index__(self) -> int:
+        for column in self.columns:
+            column.clear()
+        gc.collect()
+        return self.value
+
+
+def test_countdown_batch_cleared_by_python_code_while_read_stays_sound():
+    # Responses read before the Python code ran must stay alive (the batch owns them); a list shrunk under the
+    # reader is a clear error, not a read past its end.
+    def batch():
+        responses = [f"<answer>{i} + 1</answer>" for i in range(600)]
+        numbers = [[i, 1] for i in range(600)]
+        targets: list = [i + 1 for i in range(600)]
+        targets[299] = _ClearsBatch(300)  # read by the general path, after the usual items
+        targets[400] = _Int(401)  # the general path reads this item after the lists are cleared
+        return responses, numbers, targets
+
+    for threads in (1, 2):
+        responses, numbers, targets = batch()
+        targets[299].columns = [responses, numbers, targets]
+        with pytest.raises(ValueError, match="changed size while the batch was read"):
+            check_countdown_batch(responses, numbers, targets, num_threads=threads)
+        # Only the responses cleared: the batch's own copy keeps every text, and the verdicts are right.
+        responses, numbers, targets = batch()
+        targets[299].columns = [responses]
+        assert check_countdown_batch(responses, numbers, targets, num_threads=threads) == [True] * 600
+        assert responses == []
 
 
 def test_function_calls_two_threads_equal_sequential():
