@@ -140,10 +140,12 @@ unsigned threads_arg(int num_threads) {
   return static_cast<unsigned>(num_threads);
 }
 
-py::list bool_list(const std::vector<Verdict>& verdicts) {
-  py::list out(verdicts.size());
-  for (size_t i = 0; i < verdicts.size(); ++i) {
-    PyObject* b = verdicts[i] == Verdict::kPass ? Py_True : Py_False;
+// [verdict(i) == PASS for i in range(n)] as a Python list.
+template <class VerdictAt>
+py::list bool_list(size_t n, VerdictAt verdict) {
+  py::list out(n);
+  for (size_t i = 0; i < n; ++i) {
+    PyObject* b = verdict(i) == Verdict::kPass ? Py_True : Py_False;
     Py_INCREF(b);
     PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), b);
   }
@@ -229,7 +231,9 @@ struct CountdownItem {
 // on every call before any check runs. A nested call on the same thread (from Python code that a batch runs,
 // such as an __index__ method) finds it in use and takes fresh memory.
 struct CountdownScratch {
-  static constexpr size_t kKeepItems = size_t{1} << 20;  // memory of bigger batches is given back afterwards
+  // Memory of bigger batches, or of huge numbers lists, is given back afterwards.
+  static constexpr size_t kKeepItems = size_t{1} << 20;
+  static constexpr size_t kKeepNumbers = size_t{1} << 20;
   std::vector<CountdownItem> items;
   std::vector<std::vector<int64_t>> block_numbers;
   std::vector<int64_t> general_numbers;
@@ -247,8 +251,11 @@ class CountdownScratchLease {
     if (scratch_->items.capacity() > CountdownScratch::kKeepItems) {
       scratch_->items = {};
       scratch_->block_numbers = {};
-      scratch_->general_numbers = {};
     }
+    for (auto& storage : scratch_->block_numbers) {
+      if (storage.capacity() > CountdownScratch::kKeepNumbers) storage = {};
+    }
+    if (scratch_->general_numbers.capacity() > CountdownScratch::kKeepNumbers) scratch_->general_numbers = {};
     scratch_->in_use = false;
   }
   CountdownScratchLease(const CountdownScratchLease&) = delete;
@@ -311,8 +318,7 @@ void read_general_item(const BatchSequence& responses, const BatchSequence& numb
 // Checks a batch in three phases: the usual items are read on every thread while the caller holds the GIL
 // (no Python code runs, so the batch cannot change); the others are read on the calling thread, which may run
 // Python code; then the GIL is released and every thread checks. The responses are held as a tuple that owns
-// them, so their texts stay valid throughout. Returns to_result(items, n), built under the
-// GIL.
+// them, so their texts stay valid throughout. Returns to_result(items, n), built under the GIL.
 template <class ToResult>
 py::object countdown_batch(py::handle responses, py::handle numbers, py::handle targets, int num_threads,
                            ToResult to_result) {
@@ -368,13 +374,7 @@ py::object countdown_batch(py::handle responses, py::handle numbers, py::handle 
 }
 
 py::object countdown_bools(const CountdownItem* items, size_t n) {
-  py::list out(n);
-  for (size_t i = 0; i < n; ++i) {
-    PyObject* b = items[i].verdict == Verdict::kPass ? Py_True : Py_False;
-    Py_INCREF(b);
-    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), b);
-  }
-  return std::move(out);
+  return bool_list(n, [items](size_t i) { return items[i].verdict; });
 }
 
 py::object countdown_verdicts(const CountdownItem* items, size_t n) {
@@ -506,6 +506,7 @@ PYBIND11_MODULE(_native, m) {
   }, py::arg("output"), py::arg("gold"), py::arg("gold_to_json"), "(code, reason) of one function-call check.");
   m.def("check_function_calls_batch", [](py::handle outputs, py::handle golds, int num_threads,
                                          const py::function& gold_to_json) {
-    return bool_list(function_calls_batch(outputs, golds, num_threads, gold_to_json, "outputs", "golds", true));
+    const auto verdicts = function_calls_batch(outputs, golds, num_threads, gold_to_json, "outputs", "golds", true);
+    return bool_list(verdicts.size(), [&verdicts](size_t i) { return verdicts[i]; });
   }, py::arg("outputs"), py::arg("golds"), py::arg("num_threads"), py::arg("gold_to_json"));
 }
