@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -72,6 +73,44 @@ int64_t int64_arg(PyObject* obj, const std::string& name) {
   return v;
 }
 
+// A growable array of trivially copyable T whose growth leaves the new elements uninitialized: the batch read
+// loops write every element they append, and a std::vector would zero it first or test capacity per element.
+template <class T>
+class PodBuffer {
+ public:
+  T* data() { return data_.get(); }
+  const T* data() const { return data_.get(); }
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  void clear() { size_ = 0; }
+  void truncate(size_t size) { size_ = size; }  // size <= size()
+  void release() {
+    data_.reset();
+    size_ = capacity_ = 0;
+  }
+
+  // `count` more elements at the end, for the caller to write.
+  T* append(size_t count) {
+    if (capacity_ - size_ < count) grow(size_ + count);
+    T* const at = data_.get() + size_;
+    size_ += count;
+    return at;
+  }
+
+ private:
+  void grow(size_t needed) {
+    const size_t capacity = std::max({needed, 2 * capacity_, size_t{64}});
+    std::unique_ptr<T[]> bigger(new T[capacity]);  // trivial T: not initialized
+    if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_ * sizeof(T));
+    data_ = std::move(bigger);
+    capacity_ = capacity;
+  }
+
+  std::unique_ptr<T[]> data_;
+  size_t size_ = 0;
+  size_t capacity_ = 0;
+};
+
 // The value of an exact int (not a subclass) small enough for CPython's compact form (at least 30 bits), read
 // from the object's fields alone: helper threads call this while the calling thread holds the GIL.
 bool compact_int64(PyObject* obj, int64_t* out) {
@@ -102,24 +141,23 @@ bool exact_int64(PyObject* obj, long long* out) {
 
 // The ints of a list or tuple appended to *out when every one is exact and compact (the usual Countdown
 // numbers); false, with nothing appended, otherwise. Reads fields only, like compact_int64.
-bool append_compact_ints(PyObject* seq, std::vector<int64_t>* out) {
+inline bool append_compact_ints(PyObject* seq, PodBuffer<int64_t>* out) {
   const bool is_list = PyList_CheckExact(seq);
   if (!is_list && !PyTuple_CheckExact(seq)) return false;
-  const Py_ssize_t n = Py_SIZE(seq);
-  PyObject** items = is_list ? reinterpret_cast<PyListObject*>(seq)->ob_item : &PyTuple_GET_ITEM(seq, 0);
+  const auto n = static_cast<size_t>(Py_SIZE(seq));
+  PyObject* const* items = is_list ? reinterpret_cast<PyListObject*>(seq)->ob_item : &PyTuple_GET_ITEM(seq, 0);
   const size_t start = out->size();
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    int64_t v;
-    if (!PyLong_CheckExact(items[i]) || !compact_int64(items[i], &v)) {
-      out->resize(start);
+  int64_t* const values = out->append(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (!PyLong_CheckExact(items[i]) || !compact_int64(items[i], &values[i])) {
+      out->truncate(start);
       return false;
     }
-    out->push_back(v);
   }
   return true;
 }
 
-void append_numbers(PyObject* seq, const ArgName& name, std::vector<int64_t>* out) {
+void append_numbers(PyObject* seq, const ArgName& name, PodBuffer<int64_t>* out) {
   if (append_compact_ints(seq, out)) return;
   // A tuple copy holds its own references: an element's __index__ may mutate or shrink `seq` meanwhile.
   py::object items = py::reinterpret_steal<py::object>(PySequence_Tuple(seq));
@@ -131,7 +169,8 @@ void append_numbers(PyObject* seq, const ArgName& name, std::vector<int64_t>* ou
   for (Py_ssize_t i = 0; i < n; ++i) {
     PyObject* item = PyTuple_GET_ITEM(items.ptr(), i);
     long long v;
-    out->push_back(exact_int64(item, &v) ? v : int64_arg(item, name.str() + "[" + std::to_string(i) + "]"));
+    const int64_t value = exact_int64(item, &v) ? v : int64_arg(item, name.str() + "[" + std::to_string(i) + "]");
+    *out->append(1) = value;
   }
 }
 
@@ -156,7 +195,7 @@ py::tuple verdict_tuple(Verdict v) { return py::make_tuple(r3fast::verdict_name(
 
 Verdict countdown_one(py::handle response, py::handle numbers, py::handle target) {
   const Text text = text_arg(response.ptr(), ArgName{"response"});
-  std::vector<int64_t> nums;
+  PodBuffer<int64_t> nums;
   append_numbers(numbers.ptr(), ArgName{"numbers"}, &nums);
   const int64_t t = int64_arg(target.ptr(), "target");
   if (!text.valid) return Verdict::kInvalidText;
@@ -192,12 +231,11 @@ class BatchSequence {
 
   PyObject* at(size_t i) const {
     if (i >= size()) throw py::value_error(std::string(name_) + " changed size while the batch was read");
-    return at_unchecked(i);
+    return items_unchecked()[i];
   }
-  // Only while no Python code can have run since the size was checked.
-  PyObject* at_unchecked(size_t i) const {
-    const auto index = static_cast<Py_ssize_t>(i);
-    return is_list_ ? PyList_GET_ITEM(obj_.ptr(), index) : PyTuple_GET_ITEM(obj_.ptr(), index);
+  // The items, valid only while no Python code runs: that code could resize a list.
+  PyObject* const* items_unchecked() const {
+    return is_list_ ? reinterpret_cast<PyListObject*>(obj_.ptr())->ob_item : &PyTuple_GET_ITEM(obj_.ptr(), 0);
   }
 
  private:
@@ -216,27 +254,35 @@ void check_same_length(const BatchSequence& items, const BatchSequence& ref) {
 
 // One Countdown check of a batch: its inputs as read under the GIL, then its verdict.
 struct CountdownItem {
-  const char* text;
+  const char* text;        // general items: the response's bytes, alive while the batch holds the response
   size_t text_size;
   int64_t target;
+  uint32_t answer_begin;   // usual items: the answer, NUL-terminated, in its block's answer storage
+  uint32_t answer_size;
   uint32_t numbers_begin;  // a run in its block's numbers storage, or in the general path's
   uint32_t numbers_size;
-  bool valid;              // the response has a UTF-8 form
+  bool general;            // read by the general path: check the whole text, numbers in the general storage
   bool known_utf8;
-  bool general;            // read by the general path: its numbers are in the general path's storage
-  Verdict verdict;
+  Verdict verdict;         // kPass after the read while the check is still to do
+};
+
+// What the usual items of one block of a batch hold.
+struct CountdownBlock {
+  PodBuffer<int64_t> numbers;
+  PodBuffer<char> answers;
 };
 
 // A thread's batch memory, kept between calls: a fresh 100k-item batch would otherwise page-fault megabytes in
 // on every call before any check runs. A nested call on the same thread (from Python code that a batch runs,
 // such as an __index__ method) finds it in use and takes fresh memory.
 struct CountdownScratch {
-  // Memory of bigger batches, or of huge numbers lists, is given back afterwards.
+  // Memory of bigger batches, or of unusually big blocks, is given back afterwards.
   static constexpr size_t kKeepItems = size_t{1} << 20;
   static constexpr size_t kKeepNumbers = size_t{1} << 20;
+  static constexpr size_t kKeepAnswerBytes = size_t{1} << 16;
   std::vector<CountdownItem> items;
-  std::vector<std::vector<int64_t>> block_numbers;
-  std::vector<int64_t> general_numbers;
+  std::vector<CountdownBlock> blocks;
+  PodBuffer<int64_t> general_numbers;
   bool in_use = false;
 };
 
@@ -250,12 +296,13 @@ class CountdownScratchLease {
   ~CountdownScratchLease() {
     if (scratch_->items.capacity() > CountdownScratch::kKeepItems) {
       scratch_->items = {};
-      scratch_->block_numbers = {};
+      scratch_->blocks = std::vector<CountdownBlock>();
     }
-    for (auto& storage : scratch_->block_numbers) {
-      if (storage.capacity() > CountdownScratch::kKeepNumbers) storage = {};
+    for (auto& block : scratch_->blocks) {
+      if (block.numbers.capacity() > CountdownScratch::kKeepNumbers) block.numbers.release();
+      if (block.answers.capacity() > CountdownScratch::kKeepAnswerBytes) block.answers.release();
     }
-    if (scratch_->general_numbers.capacity() > CountdownScratch::kKeepNumbers) scratch_->general_numbers = {};
+    if (scratch_->general_numbers.capacity() > CountdownScratch::kKeepNumbers) scratch_->general_numbers.release();
     scratch_->in_use = false;
   }
   CountdownScratchLease(const CountdownScratchLease&) = delete;
@@ -267,40 +314,52 @@ class CountdownScratchLease {
   CountdownScratch* scratch_;
 };
 
-// The usual item (an ASCII str or bytes, a list or tuple of small exact ints, a small exact int target) read
-// without calling into Python at all, so any thread may do it while the caller holds the GIL: nothing can
-// change or free the objects then. False, with the item marked for the general path, for anything else.
+// The usual item (an ASCII str or bytes below kReleaseGilBytes, a list or tuple of small exact ints, a small exact
+// int target) read without calling into Python at all, so any thread may do it while the caller holds the GIL:
+// nothing can change or free the objects then. Its answer is found and copied out, so the check that follows
+// needs nothing from the objects and the batch holds no reference to them. False, with the item marked for the
+// general path, for anything else.
 bool read_usual_item(PyObject* response, PyObject* numbers, PyObject* target, CountdownItem* item,
-                     std::vector<int64_t>* storage) {
+                     CountdownBlock* block) {
   item->general = true;
+  std::string_view text;
   if (PyUnicode_CheckExact(response) && PyUnicode_IS_COMPACT_ASCII(response)) {
-    item->text = static_cast<const char*>(PyUnicode_DATA(response));
-    item->text_size = static_cast<size_t>(PyUnicode_GET_LENGTH(response));
+    text = std::string_view(static_cast<const char*>(PyUnicode_DATA(response)),
+                            static_cast<size_t>(PyUnicode_GET_LENGTH(response)));
     item->known_utf8 = true;
   } else if (PyBytes_CheckExact(response)) {
-    item->text = PyBytes_AS_STRING(response);
-    item->text_size = static_cast<size_t>(PyBytes_GET_SIZE(response));
+    text = std::string_view(PyBytes_AS_STRING(response), static_cast<size_t>(PyBytes_GET_SIZE(response)));
     item->known_utf8 = false;
   } else {
     return false;
   }
+  // A long text is searched with the GIL released, by the general path.
+  if (text.size() >= kReleaseGilBytes) return false;
   if (!PyLong_CheckExact(target) || !compact_int64(target, &item->target)) return false;
-  const size_t first = storage->size();
-  if (!append_compact_ints(numbers, storage)) return false;
+  const size_t first = block->numbers.size();
+  if (!append_compact_ints(numbers, &block->numbers)) return false;
   item->numbers_begin = static_cast<uint32_t>(first);
-  item->numbers_size = static_cast<uint32_t>(storage->size() - first);
-  item->valid = true;
+  item->numbers_size = static_cast<uint32_t>(block->numbers.size() - first);
   item->general = false;
+  std::string_view answer;
+  item->verdict = r3fast::find_countdown_answer(text, item->known_utf8, &answer);
+  if (item->verdict == Verdict::kPass) {
+    item->answer_begin = static_cast<uint32_t>(block->answers.size());
+    item->answer_size = static_cast<uint32_t>(answer.size());
+    char* const copy = block->answers.append(answer.size() + 1);
+    std::memcpy(copy, answer.data(), answer.size());
+    copy[answer.size()] = '\0';
+  }
   return true;
 }
 
 // Any other item, on the calling thread: Python code may run here (an __index__ method), so it holds its own
-// references to what it reads.
+// references to what it reads. The response stays in *held until the batch is done.
 void read_general_item(const BatchSequence& responses, const BatchSequence& numbers, const BatchSequence& targets,
-                       size_t i, CountdownScratch* scratch, CountdownItem* item) {
+                       size_t i, CountdownScratch* scratch, std::vector<py::object>* held, CountdownItem* item) {
   const auto index = static_cast<Py_ssize_t>(i);
-  const py::object response = py::reinterpret_borrow<py::object>(responses.at(i));
-  const Text text = text_arg(response.ptr(), ArgName{"responses", index});  // alive: `responses` owns it
+  held->push_back(py::reinterpret_borrow<py::object>(responses.at(i)));
+  const Text text = text_arg(held->back().ptr(), ArgName{"responses", index});
   const py::object nums = py::reinterpret_borrow<py::object>(numbers.at(i));
   const size_t first = scratch->general_numbers.size();
   append_numbers(nums.ptr(), ArgName{"numbers", index}, &scratch->general_numbers);
@@ -309,7 +368,7 @@ void read_general_item(const BatchSequence& responses, const BatchSequence& numb
   item->target = exact_int64(target.ptr(), &t) ? t : int64_arg(target.ptr(), ArgName{"targets", index}.str());
   item->text = text.bytes.data();
   item->text_size = text.bytes.size();
-  item->valid = text.valid;
+  item->verdict = text.valid ? Verdict::kPass : Verdict::kInvalidText;
   item->known_utf8 = text.known_utf8;
   item->numbers_begin = static_cast<uint32_t>(first);
   item->numbers_size = static_cast<uint32_t>(scratch->general_numbers.size() - first);
@@ -317,14 +376,13 @@ void read_general_item(const BatchSequence& responses, const BatchSequence& numb
 
 // Checks a batch in three phases: the usual items are read on every thread while the caller holds the GIL
 // (no Python code runs, so the batch cannot change); the others are read on the calling thread, which may run
-// Python code; then the GIL is released and every thread checks. The responses are held as a tuple that owns
-// them, so their texts stay valid throughout. Returns to_result(items, n), built under the GIL.
+// Python code; then the GIL is released and every thread checks. Returns to_result(items, n), built under the GIL.
 template <class ToResult>
 py::object countdown_batch(py::handle responses, py::handle numbers, py::handle targets, int num_threads,
                            ToResult to_result) {
   constexpr size_t kBlock = r3fast::BlockTeam::kBlock;
   const unsigned threads = threads_arg(num_threads);
-  const BatchSequence items(responses, "responses", /*own_items=*/true);
+  const BatchSequence items(responses, "responses", /*own_items=*/false);
   const BatchSequence nums(numbers, "numbers", /*own_items=*/false);
   const BatchSequence targs(targets, "targets", /*own_items=*/false);
   check_same_length(nums, items);
@@ -334,39 +392,47 @@ py::object countdown_batch(py::handle responses, py::handle numbers, py::handle 
   CountdownScratch& scratch = *lease;
   scratch.items.resize(n);
   scratch.general_numbers.clear();
-  const size_t blocks = (n + kBlock - 1) / kBlock;
-  if (scratch.block_numbers.size() < blocks) scratch.block_numbers.resize(blocks);
+  const size_t num_blocks = (n + kBlock - 1) / kBlock;
+  if (scratch.blocks.size() < num_blocks) scratch.blocks.resize(num_blocks);
   CountdownItem* const item = scratch.items.data();
-  std::vector<int64_t>* const block_numbers = scratch.block_numbers.data();
+  CountdownBlock* const blocks = scratch.blocks.data();
   r3fast::BlockTeam team(n, threads);
 
   std::atomic<bool> any_general{false};
   team.run([&](size_t begin, size_t end) {
-    std::vector<int64_t>& storage = block_numbers[begin / kBlock];
-    storage.clear();
+    CountdownBlock& block = blocks[begin / kBlock];
+    block.numbers.clear();
+    block.answers.clear();
     bool general = false;
+    PyObject* const* const response = items.items_unchecked();
+    PyObject* const* const number_list = nums.items_unchecked();
+    PyObject* const* const target = targs.items_unchecked();
     for (size_t i = begin; i < end; ++i) {
-      general |= !read_usual_item(items.at_unchecked(i), nums.at_unchecked(i), targs.at_unchecked(i), &item[i],
-                                  &storage);
+      general |= !read_usual_item(response[i], number_list[i], target[i], &item[i], &block);
     }
     if (general) any_general.store(true, std::memory_order_relaxed);
   });
+  std::vector<py::object> held;  // the responses of general items, whose texts are checked in place
   if (any_general.load(std::memory_order_relaxed)) {
     for (size_t i = 0; i < n; ++i) {
-      if (item[i].general) read_general_item(items, nums, targs, i, &scratch, &item[i]);
+      if (item[i].general) read_general_item(items, nums, targs, i, &scratch, &held, &item[i]);
     }
   }
   {
     py::gil_scoped_release release;
     const int64_t* const general_numbers = scratch.general_numbers.data();
     team.run([&](size_t begin, size_t end) {
-      const int64_t* const block = block_numbers[begin / kBlock].data();
+      const CountdownBlock& block = blocks[begin / kBlock];
       for (size_t i = begin; i < end; ++i) {
         CountdownItem& it = item[i];
-        it.verdict = it.valid ? r3fast::check_countdown(std::string_view(it.text, it.text_size),
-                                                        (it.general ? general_numbers : block) + it.numbers_begin,
-                                                        it.numbers_size, it.target, it.known_utf8)
-                              : Verdict::kInvalidText;
+        if (it.verdict != Verdict::kPass) continue;
+        it.verdict = it.general
+                         ? r3fast::check_countdown(std::string_view(it.text, it.text_size),
+                                                   general_numbers + it.numbers_begin, it.numbers_size, it.target,
+                                                   it.known_utf8)
+                         : r3fast::check_countdown_answer(block.answers.data() + it.answer_begin, it.answer_size,
+                                                          block.numbers.data() + it.numbers_begin,
+                                                          it.numbers_size, it.target);
       }
     });
   }

@@ -17,22 +17,21 @@ constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 constexpr std::string_view kOpenTag = "<answer>";
 constexpr std::string_view kCloseTag = "</answer>";
 
-
-// Last occurrence of `needle` that ends at or before `end`; npos if none. A backward scan: memrchr skips runs
-// without a candidate first byte, and candidates compare inline, so inputs made of near-matches such as
-// 100 MB of "<" cost no call per byte.
-size_t rfind_before(std::string_view hay, std::string_view needle, size_t end) {
-  if (end < needle.size()) return std::string_view::npos;
+// Last occurrence of `kNeedle` that ends at or before `end`; npos if none. A backward scan: memrchr skips runs
+// without a candidate first byte, and candidates compare inline (a fixed-size memcmp is a word compare), so
+// inputs made of near-matches such as 100 MB of "<" cost no call per byte.
+template <const std::string_view& kNeedle>
+size_t rfind_before(std::string_view hay, size_t end) {
+  constexpr size_t kSize = kNeedle.size();
+  if (end < kSize) return std::string_view::npos;
   const char* const base = hay.data();
-  for (size_t pos = end - needle.size() + 1; pos-- > 0;) {
-    if (base[pos] != needle[0]) {
-      const void* hit = memrchr(base, needle[0], pos);
+  for (size_t pos = end - kSize + 1; pos-- > 0;) {
+    if (base[pos] != kNeedle[0]) {
+      const void* hit = memrchr(base, kNeedle[0], pos);
       if (hit == nullptr) break;
       pos = static_cast<size_t>(static_cast<const char*>(hit) - base);
     }
-    size_t k = 1;
-    while (k < needle.size() && base[pos + k] == needle[k]) ++k;
-    if (k == needle.size()) return pos;
+    if (std::memcmp(base + pos, kNeedle.data(), kSize) == 0) return pos;
   }
   return std::string_view::npos;
 }
@@ -54,7 +53,7 @@ uint64_t abs_u64(__int128 x) { return static_cast<uint64_t>(x < 0 ? -x : x); }
 
 // An exact rational in lowest terms with den > 0 and |num|, den <= INT64_MAX. The bound keeps every
 // intermediate of +,-,*,/ inside __int128, so overflow is detected exactly instead of wrapping.
-// Trivial (no member initializers) so that the parser's stack of levels costs nothing until used.
+// Trivial (no member initializers) so that the parser's stack of frames costs nothing until used.
 struct Rational {
   int64_t num;
   int64_t den;
@@ -69,9 +68,7 @@ Verdict make(__int128 num, __int128 den, Rational* out) {
   return Verdict::kPass;
 }
 
-Verdict add(Rational a, Rational b, Rational* out) {
-  // Integers, the common case, need no gcd and no 128-bit division.
-  if (a.den == 1 && b.den == 1) return make(static_cast<__int128>(a.num) + b.num, 1, out);
+Verdict add_fractions(Rational a, Rational b, Rational* out) {
   // Knuth 4.5.1: with g = gcd(a.den, b.den) the sum reduces by gcd(t, g) only.
   const int64_t g = static_cast<int64_t>(gcd_u64(a.den, b.den));
   const int64_t ad = a.den / g, bd = b.den / g;
@@ -81,171 +78,280 @@ Verdict add(Rational a, Rational b, Rational* out) {
   return make(t / g2, static_cast<__int128>(ad) * (b.den / g2), out);
 }
 
-Verdict mul(Rational a, Rational b, Rational* out) {
+Verdict multiply_fractions(Rational a, Rational b, Rational* out) {
   if (a.num == 0 || b.num == 0) return make(0, 1, out);
-  if (a.den == 1 && b.den == 1) return make(static_cast<__int128>(a.num) * b.num, 1, out);
   const int64_t g1 = static_cast<int64_t>(gcd_u64(abs_u64(a.num), b.den));
   const int64_t g2 = static_cast<int64_t>(gcd_u64(abs_u64(b.num), a.den));
   return make(static_cast<__int128>(a.num / g1) * (b.num / g2), static_cast<__int128>(a.den / g2) * (b.den / g1), out);
 }
 
-Verdict divide(Rational a, Rational b, Rational* out) {
-  if (b.num == 0) return Verdict::kDivByZero;
-  const Rational inv = b.num < 0 ? Rational{-b.den, -b.num} : Rational{b.den, b.num};
-  return mul(a, inv, out);
+// Stops the integer try of an answer: a division was inexact. Never leaves this file.
+constexpr Verdict kInexact = static_cast<Verdict>(255);
+
+// An integer result must stay within the bound: INT64_MIN is outside it.
+inline Verdict integer(int64_t value, bool overflowed, int64_t* out) {
+  if (overflowed || value == std::numeric_limits<int64_t>::min()) return Verdict::kOverflow;
+  *out = value;
+  return Verdict::kPass;
 }
 
+// Integers, the usual case, evaluated first on their own: no denominators to carry or test. An inexact division
+// stops this try (kInexact) and the answer is evaluated again with Fractions. Until then every value is an
+// integer, which Fractions computes the same way, with the same range and errors, so a finished integer try has
+// the Fractions verdict.
+struct Integers {
+  using Value = int64_t;
+  static Value of(int64_t literal) { return literal; }
+  static Value negated(Value v) { return -v; }
+  static Verdict add(Value a, Value b, Value* out) {
+    int64_t sum;
+    const bool overflowed = __builtin_add_overflow(a, b, &sum);
+    return integer(sum, overflowed, out);
+  }
+  static Verdict mul(Value a, Value b, Value* out) {
+    int64_t product;
+    const bool overflowed = __builtin_mul_overflow(a, b, &product);
+    return integer(product, overflowed, out);
+  }
+  static Verdict divide(Value a, Value b, Value* out) {
+    if (b == 0) return Verdict::kDivByZero;
+    if (a % b != 0) return kInexact;  // |a| <= INT64_MAX, so a % -1 cannot trap
+    *out = a / b;
+    return Verdict::kPass;
+  }
+  static bool equals(Value v, int64_t target) { return v == target; }
+};
+
+// Exact rationals: the contract's arithmetic.
+struct Fractions {
+  using Value = Rational;
+  static Value of(int64_t literal) { return Rational{literal, 1}; }
+  static Value negated(Value v) { return Rational{-v.num, v.den}; }
+  static Verdict add(Value a, Value b, Value* out) { return add_fractions(a, b, out); }
+  static Verdict mul(Value a, Value b, Value* out) { return multiply_fractions(a, b, out); }
+  static Verdict divide(Value a, Value b, Value* out) {
+    if (b.num == 0) return Verdict::kDivByZero;
+    const Rational inv = b.num < 0 ? Rational{-b.den, -b.num} : Rational{b.den, b.num};
+    return multiply_fractions(a, inv, out);
+  }
+  static bool equals(Value v, int64_t target) { return v.den == 1 && v.num == target; }
+};
+
 // The answer parsed and evaluated in one left-to-right pass, without recursion: an explicit stack holds one
-// Level per open parenthesis. It accepts the grammar of r3fast/verify/reference.py exactly as a recursive
+// Frame per open parenthesis. It accepts the grammar of r3fast/verify/reference.py exactly as a recursive
 // descent would, evaluates in the same order (each factor joins its term when it ends, each term its expression
 // when it ends), and stops at the same token on a grammar error or the depth limit. Arithmetic errors are only
-// recorded (the first one in evaluation order wins) because they rank after the literal check.
+// recorded (the first one in evaluation order wins) because they rank after the literal check. Literals are
+// paired with the given numbers as they are read. Values are Arithmetic::Value.
+template <class Arithmetic>
 class Parser {
- public:
-  // `s` ends with a NUL sentinel at s[size] (not counted in size): scans stop there without bounds checks, and
-  // a NUL inside the answer stops them too, which the final position check reports as a parse error.
-  Parser(const char* s, size_t size) : p_(s), end_(s + size) {}
+  using Value = typename Arithmetic::Value;
 
-  // kPass with the value in *out, or the first grammar/depth error.
-  Verdict parse(Rational* out) {
-    int top = 0;    // index of the innermost open level
+ public:
+  Parser(const int64_t* numbers, size_t num_numbers) : numbers_(numbers), num_numbers_(num_numbers) {}
+
+  // kPass with the value of [p, end) in *out, or the first grammar/depth error. *end must be a NUL sentinel: scans
+  // stop there without bounds checks, and a NUL inside the answer stops them too, which the final position check
+  // reports as a parse error. At most kMaxAnswerBytes long, so it holds at most kMaxAnswerBytes / 2 + 1 literals.
+  // The scan position is a local, not a member: a char load may alias any member, which would force a store of
+  // the position before every byte read. The innermost level lives in locals too (registers); a Frame saves the
+  // enclosing one at each '('.
+  Verdict parse(const char* p, const char* const end, Value* out) {
+    int top = 0;    // open parentheses
     int depth = 0;  // open parentheses plus pending unary signs, as the depth limit counts them
-    levels_[0] = Level{};
+    Value sum = Arithmetic::of(0);      // the ended terms
+    Value product = Arithmetic::of(0);  // the current term's ended factors
+    Op sum_op = Op::kNone;      // how the current term joins sum (kNone: it is the first term)
+    Op product_op = Op::kNone;  // how the next factor joins product (kNone: it is the first factor)
+    int unary = 0;              // unary signs preceding the current factor
+    bool negate = false;        // an odd number of them are '-'
+    Verdict arith = Verdict::kPass;
     for (;;) {
-      // An operand: unary signs, then a number or a parenthesis.
-      char c = peek();
-      if (c == '+' || c == '-' || c == '(') {
+      // An operand: unary signs, then a number or a parenthesis. Numbers, the most common, are tested first.
+      p = skip_space(p);
+      char c = *p;
+      if (!is_digit(c)) {
+        if (c != '+' && c != '-' && c != '(') return Verdict::kParseError;
         if (++depth > kMaxExpressionDepth) return Verdict::kTooDeep;
-        ++p_;
+        ++p;
         if (c == '(') {
-          levels_[++top] = Level{};
+          frames_[top++] = Frame{sum, product, sum_op, product_op, unary, negate};
+          sum_op = Op::kNone;
+          product_op = Op::kNone;
+          unary = 0;
+          negate = false;
         } else {
-          ++levels_[top].unary;
-          levels_[top].negate ^= c == '-';
+          ++unary;
+          negate ^= c == '-';
         }
         continue;
       }
-      Rational value;
-      if (!number(&value)) return Verdict::kParseError;
+      Value value;
+      p = number(p, &value);
+      if (p == nullptr) return Verdict::kParseError;  // a leading zero
       // A factor ended; a closing parenthesis ends the factor that encloses it, and so on outwards.
       for (;;) {
-        Level& level = levels_[top];
-        depth -= level.unary;
-        if (level.negate) value.num = -value.num;
-        level.unary = 0;
-        level.negate = false;
-        if (level.product_op == 0) {
-          level.product = value;
-        } else if (arith_ == Verdict::kPass) {
-          arith_ = level.product_op == '*' ? mul(level.product, value, &level.product)
-                                           : divide(level.product, value, &level.product);
+        depth -= unary;
+        if (negate) value = Arithmetic::negated(value);
+        unary = 0;
+        negate = false;
+        if (product_op == Op::kNone) {
+          product = value;
+        } else if (arith == Verdict::kPass) {
+          if (product_op == Op::kMul) {
+            arith = Arithmetic::mul(product, value, &product);
+          } else {
+            arith = Arithmetic::divide(product, value, &product);
+            if (arith == kInexact) return kInexact;
+          }
         }
-        c = peek();
+        p = skip_space(p);
+        c = *p;
         if (c == '*' || c == '/') {
-          level.product_op = c;
-          ++p_;
+          product_op = c == '*' ? Op::kMul : Op::kDiv;
+          ++p;
           break;
         }
         // The term ended.
-        Rational term = level.product;
-        if (level.sum_op == '-') term.num = -term.num;
-        if (level.sum_op == 0) {
-          level.sum = term;
-        } else if (arith_ == Verdict::kPass) {
-          arith_ = add(level.sum, term, &level.sum);
+        Value term = sum_op == Op::kSub ? Arithmetic::negated(product) : product;
+        if (sum_op == Op::kNone) {
+          sum = term;
+        } else if (arith == Verdict::kPass) {
+          arith = Arithmetic::add(sum, term, &sum);
         }
         if (c == '+' || c == '-') {
-          level.sum_op = c;
-          level.product_op = 0;
-          ++p_;
+          sum_op = c == '+' ? Op::kAdd : Op::kSub;
+          product_op = Op::kNone;
+          ++p;
           break;
         }
         if (top == 0) {  // the answer ended: only the end of the text may follow
-          if (p_ != end_) return Verdict::kParseError;
-          *out = level.sum;
+          if (p != end) return Verdict::kParseError;
+          arith_ = arith;
+          *out = sum;
           return Verdict::kPass;
         }
         if (c != ')') return Verdict::kParseError;
-        ++p_;
+        ++p;
         --depth;
-        value = level.sum;
-        --top;
+        value = sum;
+        const Frame& outer = frames_[--top];
+        sum = outer.sum;
+        product = outer.product;
+        sum_op = outer.sum_op;
+        product_op = outer.product_op;
+        unary = outer.unary;
+        negate = outer.negate;
       }
     }
   }
 
   Verdict arithmetic_error() const { return arith_; }
-  bool literals_match(const int64_t* numbers, size_t n) {
-    if (huge_literal_ || n != num_literals_) return false;
-    if (n <= 64) {  // the usual handful: pair each literal with an unused equal number
-      uint64_t used = 0;
-      for (size_t i = 0; i < n; ++i) {
-        size_t j = 0;
-        while (j < n && (((used >> j) & 1) != 0 || numbers[j] != literals_[i])) ++j;
-        if (j == n) return false;
-        used |= uint64_t{1} << j;
-      }
-      return true;
-    }
-    // n == num_literals_ <= kMaxAnswerBytes / 2 + 1
-    std::vector<int64_t> given(numbers, numbers + n);
+
+  // Whether the literals are the numbers, as multisets.
+  bool literals_match() const {
+    if (huge_literal_ || num_literals_ != num_numbers_) return false;
+    // The usual handful: every literal was paired with an unused equal number as it was read.
+    if (num_numbers_ <= kPairedNumbers) return !unpaired_;
+    std::vector<int64_t> given(numbers_, numbers_ + num_numbers_);
     std::sort(given.begin(), given.end());
-    std::sort(literals_.begin(), literals_.begin() + n);
-    return std::equal(given.begin(), given.end(), literals_.begin());
+    std::vector<int64_t> literals(literals_.begin(), literals_.begin() + num_literals_);
+    std::sort(literals.begin(), literals.end());
+    return given == literals;
   }
 
  private:
-  // One open parenthesis (level 0: the whole answer): its expression so far and its current term so far.
-  struct Level {
-    Rational sum;          // the ended terms
-    Rational product;      // the current term's ended factors
-    char sum_op;           // how the current term joins sum: 0 (first term), '+' or '-'
-    char product_op;       // how the next factor joins product: 0 (first factor), '*' or '/'
-    bool negate;           // an odd number of unary '-' precede the current factor
-    int unary;             // unary signs preceding the current factor
-  };  // trivial, like Rational; Level{} (all zero) opens a level
+  // int-sized, not char: a char store may alias anything and would force reloads.
+  enum class Op : int { kNone, kAdd, kSub, kMul, kDiv };
 
-  char peek() {
-    while (is_space(*p_)) ++p_;
-    return *p_;
+  // The state of a level that a '(' interrupted, as parse() keeps it in locals.
+  struct Frame {
+    Value sum;
+    Value product;
+    Op sum_op;
+    Op product_op;
+    int unary;
+    bool negate;
+  };  // trivial, like Rational: the stack costs nothing until used
+
+  static const char* skip_space(const char* p) {
+    while (is_space(*p)) ++p;
+    return p;
   }
 
-  bool number(Rational* out) {
-    const char* const start = p_;
-    // Up to 18 digits cannot exceed INT64_MAX: the usual literal takes this loop alone.
+  // The end of the NUMBER at p, which starts with a digit, with its value in *out; nullptr for a leading zero.
+  const char* number(const char* p, Value* out) {
+    const char* const start = p;
+    // No test per digit: the value wraps past 19 digits, which the length test below catches.
     uint64_t value = 0;
-    for (; is_digit(*p_) && p_ - start < 18; ++p_) value = value * 10 + static_cast<uint64_t>(*p_ - '0');
-    bool huge = false;
-    for (; is_digit(*p_); ++p_) {
-      const uint64_t d = static_cast<uint64_t>(*p_ - '0');
-      if (value > (static_cast<uint64_t>(kMax) - d) / 10) huge = true;
-      if (!huge) value = value * 10 + d;
+    for (;; ++p) {
+      const unsigned digit = static_cast<unsigned char>(*p) - unsigned{'0'};  // non-digits wrap above 9
+      if (digit > 9) break;
+      value = value * 10 + digit;
     }
-    if (p_ == start || (*start == '0' && p_ - start > 1)) return false;
-    // A literal above INT64_MAX can never be one of the numbers; evaluation is then moot.
-    huge_literal_ |= huge;
-    if (num_literals_ < literals_.size()) literals_[num_literals_] = static_cast<int64_t>(value);
-    ++num_literals_;
-    *out = Rational{huge ? 0 : static_cast<int64_t>(value), 1};
-    return true;
+    const auto length = static_cast<size_t>(p - start);  // at least 1: parse() saw a digit
+    if (*start == '0' && length > 1) return nullptr;
+    // Without leading zeros, 19 digits stay below 2^64 and 20 exceed INT64_MAX. A literal above INT64_MAX can
+    // never be one of the numbers; evaluation is then moot.
+    if (length > 19 || value > static_cast<uint64_t>(kMax)) {
+      huge_literal_ = true;
+      value = 0;
+    } else {
+      add_literal(static_cast<int64_t>(value));
+    }
+    *out = Arithmetic::of(static_cast<int64_t>(value));
+    return p;
   }
 
-  const char* p_;
-  const char* const end_;
+  // Pairs the literal with an unused equal number, or keeps it for literals_match beyond kPairedNumbers.
+  void add_literal(int64_t literal) {
+    if (num_numbers_ > kPairedNumbers) {
+      literals_[num_literals_++] = literal;
+      return;
+    }
+    ++num_literals_;
+    for (size_t j = 0; j < num_numbers_; ++j) {
+      if (numbers_[j] == literal && ((paired_ >> j) & 1) == 0) {
+        paired_ |= uint64_t{1} << j;
+        return;
+      }
+    }
+    unpaired_ = true;
+  }
+
+  static constexpr size_t kPairedNumbers = 64;  // bits in paired_
+
+  const int64_t* const numbers_;
+  const size_t num_numbers_;
   Verdict arith_ = Verdict::kPass;
-  bool huge_literal_ = false;
+  bool huge_literal_ = false;  // a literal above INT64_MAX, which no number equals
+  bool unpaired_ = false;      // a literal found no unused equal number
+  uint64_t paired_ = 0;        // bit j: numbers_[j] is paired with a literal
   size_t num_literals_ = 0;
-  std::array<Level, kMaxExpressionDepth + 1> levels_;
-  std::array<int64_t, kMaxAnswerBytes / 2 + 1> literals_;
+  std::array<Frame, kMaxExpressionDepth> frames_;
+  std::array<int64_t, kMaxAnswerBytes / 2 + 1> literals_;  // only beyond kPairedNumbers numbers
 };
+
+// The verdict of an answer evaluated with Arithmetic, in the contract's order: grammar and depth, literals,
+// arithmetic errors, value. kInexact from Integers when a division leaves the integers.
+template <class Arithmetic>
+Verdict evaluate(const char* answer, size_t size, const int64_t* numbers, size_t num_numbers, int64_t target) {
+  Parser<Arithmetic> parser(numbers, num_numbers);
+  typename Arithmetic::Value value;
+  const Verdict grammar = parser.parse(answer, answer + size, &value);
+  if (grammar != Verdict::kPass) return grammar;
+  if (!parser.literals_match()) return Verdict::kWrongNumbers;
+  if (parser.arithmetic_error() != Verdict::kPass) return parser.arithmetic_error();
+  return Arithmetic::equals(value, target) ? Verdict::kPass : Verdict::kWrongValue;
+}
+
 }  // namespace
 
-Verdict check_countdown(std::string_view text, const int64_t* numbers, size_t num_numbers, int64_t target,
-                        bool known_utf8) {
+Verdict find_countdown_answer(std::string_view text, bool known_utf8, std::string_view* answer) {
   if (!known_utf8 && !simdjson::validate_utf8(text.data(), text.size())) return Verdict::kInvalidText;
-  const size_t close = rfind_before(text, kCloseTag, text.size());
+  const size_t close = rfind_before<kCloseTag>(text, text.size());
   if (close == std::string_view::npos) return Verdict::kNoAnswer;
-  const size_t open = rfind_before(text, kOpenTag, close);
+  const size_t open = rfind_before<kOpenTag>(text, close);
   if (open == std::string_view::npos) return Verdict::kNoAnswer;
 
   size_t begin = open + kOpenTag.size(), end = close;
@@ -253,17 +359,26 @@ Verdict check_countdown(std::string_view text, const int64_t* numbers, size_t nu
   while (end > begin && is_space(text[end - 1])) --end;
   if (begin == end) return Verdict::kNoAnswer;
   if (end - begin > kMaxAnswerBytes) return Verdict::kTooLong;
+  *answer = text.substr(begin, end - begin);
+  return Verdict::kPass;
+}
 
-  char answer[kMaxAnswerBytes + 1];
-  std::memcpy(answer, text.data() + begin, end - begin);
-  answer[end - begin] = '\0';
-  Parser parser(answer, end - begin);
-  Rational value;
-  const Verdict grammar = parser.parse(&value);
-  if (grammar != Verdict::kPass) return grammar;
-  if (!parser.literals_match(numbers, num_numbers)) return Verdict::kWrongNumbers;
-  if (parser.arithmetic_error() != Verdict::kPass) return parser.arithmetic_error();
-  return value.den == 1 && value.num == target ? Verdict::kPass : Verdict::kWrongValue;
+Verdict check_countdown_answer(const char* answer, size_t size, const int64_t* numbers, size_t num_numbers,
+                               int64_t target) {
+  if (size > kMaxAnswerBytes) return Verdict::kTooLong;  // the parser's literal storage relies on it
+  const Verdict verdict = evaluate<Integers>(answer, size, numbers, num_numbers, target);
+  return verdict == kInexact ? evaluate<Fractions>(answer, size, numbers, num_numbers, target) : verdict;
+}
+
+Verdict check_countdown(std::string_view text, const int64_t* numbers, size_t num_numbers, int64_t target,
+                        bool known_utf8) {
+  std::string_view answer;
+  const Verdict found = find_countdown_answer(text, known_utf8, &answer);
+  if (found != Verdict::kPass) return found;
+  char copy[kMaxAnswerBytes + 1];
+  std::memcpy(copy, answer.data(), answer.size());
+  copy[answer.size()] = '\0';
+  return check_countdown_answer(copy, answer.size(), numbers, num_numbers, target);
 }
 
 }  // namespace r3fast

@@ -12,9 +12,18 @@ namespace r3fast {
 constexpr size_t kMaxAnswerBytes = 1024;  // after stripping whitespace
 constexpr int kMaxExpressionDepth = 64;   // parentheses plus unary signs enclosing a factor
 
-// `text` may be any bytes; invalid UTF-8 is a kInvalidText verdict. With `known_utf8` the caller vouches that
-// it is valid UTF-8 (a Python str's UTF-8 form is) and the scan is skipped. Work is O(len(text)) for the tag
-// search and UTF-8 check and bounded by kMaxAnswerBytes for everything else.
+// Where the answer is: the bytes between the last </answer> and the closest <answer> before it, stripped of
+// ASCII whitespace. kPass with them in *answer, or kNoAnswer, kTooLong or kInvalidText. `text` may be any bytes;
+// with `known_utf8` the caller vouches that it is valid UTF-8 (a Python str's UTF-8 form is) and the UTF-8 scan
+// is skipped. Work is O(len(text)).
+Verdict find_countdown_answer(std::string_view text, bool known_utf8, std::string_view* answer);
+
+// Checks an answer that find_countdown_answer found, in a copy that ends with a NUL: answer[size] == '\0'.
+// Work is bounded by kMaxAnswerBytes.
+Verdict check_countdown_answer(const char* answer, size_t size, const int64_t* numbers, size_t num_numbers,
+                               int64_t target);
+
+// Both steps: the verdict for a whole response.
 Verdict check_countdown(std::string_view text, const int64_t* numbers, size_t num_numbers, int64_t target,
                         bool known_utf8 = false);
 

@@ -7,11 +7,13 @@ from test_verify_countdown import KNOWN as COUNTDOWN_KNOWN
 from test_verify_function_calls import KNOWN as FUNCTION_CALL_KNOWN
 from verify_strategies import GOLD, results_of_concurrent_calls
 
+from r3fast import _native
 from r3fast.verify import (
     check_countdown,
     check_countdown_batch,
     check_function_calls,
     check_function_calls_batch,
+    explain_countdown,
 )
 
 REPEAT = 200  # a few thousand items: many blocks for the threads to share
@@ -63,16 +65,25 @@ def test_countdown_batch_mixing_usual_and_unusual_items_equals_single_checks():
         (b"<answer>3 * 4</answer>", (3, 4), 12),  # bytes, tuple numbers
         ("<answer>3 * 4</answer>", range(3, 5), 12),  # another sequence
         ("<answer>\ud800</answer>", [1], 1),  # no UTF-8 form
+        ("x" * 70_000 + "<answer>3 * 4</answer>", [3, 4], 12),  # long enough to be searched without the GIL
     ]
-    usual = [(r, n, t) for r, n, t, _ in COUNTDOWN_KNOWN]
+    # Usual items whose verdict the read already decides (the answer's search), next to the known ones.
+    decided_at_read = [
+        (b"<answer>3 * 4</answer>\xff", [3, 4], 12),  # bytes that are not UTF-8
+        ("<answer>3 * 4", [3, 4], 12),  # no closing tag
+        ("<answer>" + "1 + " * 300 + "1</answer>", [1] * 301, 301),  # answer too long
+    ]
+    usual = [(r, n, t) for r, n, t, _ in COUNTDOWN_KNOWN] + decided_at_read
     batch = [usual[i % len(usual)] if i % 7 else unusual[i // 7 % len(unusual)] for i in range(3000)]
     responses, numbers, targets = (list(column) for column in zip(*batch, strict=True))
-    single = [check_countdown(r, n, t) for r, n, t in batch]
-    assert any(single) and not all(single)
+    single = [explain_countdown(r, n, t).code for r, n, t in batch]
+    assert {"PASS", "INVALID_TEXT", "NO_ANSWER", "TOO_LONG", "WRONG_VALUE"} <= set(single)
     for threads in (1, 2):
-        assert check_countdown_batch(responses, numbers, targets, num_threads=threads) == single
         as_tuples = (tuple(responses), tuple(numbers), tuple(targets))
-        assert check_countdown_batch(*as_tuples, num_threads=threads) == single
+        for columns in ((responses, numbers, targets), as_tuples):
+            codes = [code for code, _ in _native.explain_countdown_batch(*columns, threads)]
+            assert codes == single
+            assert check_countdown_batch(*columns, num_threads=threads) == [code == "PASS" for code in single]
 
 
 class _ClearsBatch:
@@ -89,23 +100,25 @@ class _ClearsBatch:
 
 
 def test_countdown_batch_cleared_by_python_code_while_read_stays_sound():
-    # Responses read before the Python code ran must stay alive (the batch owns them); a list shrunk under the
-    # reader is a clear error, not a read past its end.
-    def batch():
+    # What the batch read before the Python code ran must stay valid (answers copied out, general items' responses
+    # held); a list shrunk under the reader is a clear error, not a read past its end.
+    def batch(general_after: bool):
         responses = [f"<answer>{i} + 1</answer>" for i in range(600)]
         numbers = [[i, 1] for i in range(600)]
         targets: list = [i + 1 for i in range(600)]
         targets[299] = _ClearsBatch(300)  # read by the general path, after the usual items
-        targets[400] = _Int(401)  # the general path reads this item after the lists are cleared
+        if general_after:
+            targets[400] = _Int(401)  # the general path reads this item after the lists are cleared
         return responses, numbers, targets
 
     for threads in (1, 2):
-        responses, numbers, targets = batch()
-        targets[299].columns = [responses, numbers, targets]
-        with pytest.raises(ValueError, match="changed size while the batch was read"):
-            check_countdown_batch(responses, numbers, targets, num_threads=threads)
-        # Only the responses cleared: the batch's own copy keeps every text, and the verdicts are right.
-        responses, numbers, targets = batch()
+        for cleared in ("all", "responses"):
+            responses, numbers, targets = batch(general_after=True)
+            targets[299].columns = [responses, numbers, targets] if cleared == "all" else [responses]
+            with pytest.raises(ValueError, match="changed size while the batch was read"):
+                check_countdown_batch(responses, numbers, targets, num_threads=threads)
+        # Only the responses cleared, and no item left to read: every text freed by the clear was read before it.
+        responses, numbers, targets = batch(general_after=False)
         targets[299].columns = [responses]
         assert check_countdown_batch(responses, numbers, targets, num_threads=threads) == [True] * 600
         assert responses == []
