@@ -15,12 +15,14 @@
 #include "build_info.hpp"
 #include "countdown.hpp"
 #include "function_calls.hpp"
+#include "pod_buffer.hpp"
 #include "verdict.hpp"
 
 namespace py = pybind11;
 
 namespace {
 
+using r3fast::PodBuffer;
 using r3fast::Verdict;
 
 // Single checks hand the GIL back only when the input is big enough for that to pay off.
@@ -73,44 +75,6 @@ int64_t int64_arg(PyObject* obj, const std::string& name) {
   return v;
 }
 
-// A growable array of trivially copyable T whose growth leaves the new elements uninitialized: the batch read
-// loops write every element they append, and a std::vector would zero it first or test capacity per element.
-template <class T>
-class PodBuffer {
- public:
-  T* data() { return data_.get(); }
-  const T* data() const { return data_.get(); }
-  size_t size() const { return size_; }
-  size_t capacity() const { return capacity_; }
-  void clear() { size_ = 0; }
-  void truncate(size_t size) { size_ = size; }  // size <= size()
-  void release() {
-    data_.reset();
-    size_ = capacity_ = 0;
-  }
-
-  // `count` more elements at the end, for the caller to write.
-  T* append(size_t count) {
-    if (capacity_ - size_ < count) grow(size_ + count);
-    T* const at = data_.get() + size_;
-    size_ += count;
-    return at;
-  }
-
- private:
-  void grow(size_t needed) {
-    const size_t capacity = std::max({needed, 2 * capacity_, size_t{64}});
-    std::unique_ptr<T[]> bigger(new T[capacity]);  // trivial T: not initialized
-    if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_ * sizeof(T));
-    data_ = std::move(bigger);
-    capacity_ = capacity;
-  }
-
-  std::unique_ptr<T[]> data_;
-  size_t size_ = 0;
-  size_t capacity_ = 0;
-};
-
 // The value of an exact int (not a subclass) small enough for CPython's compact form (at least 30 bits), read
 // from the object's fields alone: helper threads call this while the calling thread holds the GIL.
 bool compact_int64(PyObject* obj, int64_t* out) {
@@ -147,10 +111,10 @@ inline bool append_compact_ints(PyObject* seq, PodBuffer<int64_t>* out) {
   const auto n = static_cast<size_t>(Py_SIZE(seq));
   PyObject* const* items = is_list ? reinterpret_cast<PyListObject*>(seq)->ob_item : &PyTuple_GET_ITEM(seq, 0);
   const size_t start = out->size();
-  int64_t* const values = out->append(n);
+  int64_t* const values = out->extend(n);
   for (size_t i = 0; i < n; ++i) {
     if (!PyLong_CheckExact(items[i]) || !compact_int64(items[i], &values[i])) {
-      out->truncate(start);
+      out->resize(start);
       return false;
     }
   }
@@ -170,7 +134,7 @@ void append_numbers(PyObject* seq, const ArgName& name, PodBuffer<int64_t>* out)
     PyObject* item = PyTuple_GET_ITEM(items.ptr(), i);
     long long v;
     const int64_t value = exact_int64(item, &v) ? v : int64_arg(item, name.str() + "[" + std::to_string(i) + "]");
-    *out->append(1) = value;
+    out->push_back(value);
   }
 }
 
@@ -346,7 +310,7 @@ bool read_usual_item(PyObject* response, PyObject* numbers, PyObject* target, Co
   if (item->verdict == Verdict::kPass) {
     item->answer_begin = static_cast<uint32_t>(block->answers.size());
     item->answer_size = static_cast<uint32_t>(answer.size());
-    char* const copy = block->answers.append(answer.size() + 1);
+    char* const copy = block->answers.extend(answer.size() + 1);
     std::memcpy(copy, answer.data(), answer.size());
     copy[answer.size()] = '\0';
   }
