@@ -4,6 +4,10 @@
 
 #include <simdjson.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
@@ -81,23 +85,38 @@ struct Node {
   uint64_t begin;  // offset in bytes (string, number), items (array) or members (object)
 };
 
-// The common case of number() below: an integer of at most 18 digits, written as a kSmallNumber. False (and
-// nothing written) for anything else, which the general path then reads.
-bool small_integer(std::string_view raw, Node* node) {
-  const size_t sign = !raw.empty() && raw[0] == '-' ? 1 : 0;
-  const size_t digits = raw.size() - sign;
-  if (digits == 0 || digits > 18 || (raw[sign] == '0' && digits > 1)) return false;
-  int64_t v = 0;
-  for (size_t i = sign; i < raw.size(); ++i) {
-    if (!is_digit(raw[i])) return false;
-    v = v * 10 + (raw[i] - '0');
+// The common case of number() below: at most 18 digits in all, an optional fraction and no exponent (1, -20,
+// 0.5, 3.25), written as a kSmallNumber. False (and nothing written) for anything else, which the general path
+// then reads or rejects.
+bool small_number(std::string_view raw, Node* node) {
+  const size_t n = raw.size();
+  const bool negative = n != 0 && raw[0] == '-';
+  size_t i = negative ? 1 : 0;
+  const size_t int_begin = i;
+  uint64_t v = 0;
+  while (i < n && is_digit(raw[i])) v = v * 10 + static_cast<unsigned>(raw[i++] - '0');
+  const size_t int_digits = i - int_begin;
+  if (int_digits == 0 || (raw[int_begin] == '0' && int_digits > 1)) return false;
+  size_t frac_digits = 0;
+  if (i < n && raw[i] == '.') {
+    const size_t frac_begin = ++i;
+    while (i < n && is_digit(raw[i])) v = v * 10 + static_cast<unsigned>(raw[i++] - '0');
+    frac_digits = i - frac_begin;
+    if (frac_digits == 0) return false;
   }
-  uint32_t exponent = 0;
-  while (v != 0 && v % 10 == 0) {
-    v /= 10;
-    ++exponent;
+  // 18 digits stay below 10^18 < 2^63, so v did not wrap and negates exactly.
+  if (i != n || int_digits + frac_digits > 18) return false;
+  int32_t exponent = -static_cast<int32_t>(frac_digits);
+  if (v == 0) {
+    exponent = 0;
+  } else {
+    while (v % 10 == 0) {
+      v /= 10;
+      ++exponent;
+    }
   }
-  *node = Node{Kind::kSmallNumber, exponent, static_cast<uint64_t>(sign ? -v : v)};
+  const int64_t significand = negative ? -static_cast<int64_t>(v) : static_cast<int64_t>(v);
+  *node = Node{Kind::kSmallNumber, static_cast<uint32_t>(exponent), static_cast<uint64_t>(significand)};
   return true;
 }
 
@@ -107,7 +126,7 @@ bool small_integer(std::string_view raw, Node* node) {
 // equal values give equal nodes.
 bool number(std::string_view raw, ByteBuffer* bytes, Node* node) {
   while (!raw.empty() && is_space(raw.back())) raw.remove_suffix(1);  // the token carries trailing space
-  if (small_integer(raw, node)) return true;
+  if (small_number(raw, node)) return true;
   size_t i = 0;
   const size_t n = raw.size();
   const bool negative = i < n && raw[i] == '-';
@@ -213,9 +232,23 @@ void set_key_head(const char* p, size_t n, size_t readable, Member* m) {
   m->head[1] &= n <= 8 ? 0 : low_bytes(n - 8);
 }
 
-// Offset of the first '"' or '\\' from p, 8 bytes at a time. The document has passed simdjson's stage 1, so a
-// string's closing quote exists, and the padding after the document covers the reads past it.
+#ifdef __SSE2__  // every x86-64 CPU
+// Bit i set iff byte i of w is '"' or '\\'.
+inline unsigned quote_or_backslash_bits(__m128i w) {
+  return static_cast<unsigned>(_mm_movemask_epi8(
+      _mm_or_si128(_mm_cmpeq_epi8(w, _mm_set1_epi8('"')), _mm_cmpeq_epi8(w, _mm_set1_epi8('\\')))));
+}
+#endif
+
+// Offset of the first '"' or '\\' from p. The document has passed simdjson's stage 1, so a string's closing quote
+// exists, and the padding after the document covers the reads past it (16 bytes at a time).
 size_t quote_or_backslash(const char* p) {
+#ifdef __SSE2__
+  for (size_t n = 0;; n += 16) {
+    const unsigned hits = quote_or_backslash_bits(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + n)));
+    if (hits != 0) return n + static_cast<size_t>(__builtin_ctz(hits));
+  }
+#else
   constexpr uint64_t kOnes = 0x0101010101010101, kHighs = 0x8080808080808080;
   for (size_t n = 0;; n += 8) {
     uint64_t w;
@@ -225,6 +258,7 @@ size_t quote_or_backslash(const char* p) {
     const uint64_t hits = (((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash)) & kHighs;
     if (hits != 0) return n + static_cast<size_t>(__builtin_ctzll(hits)) / 8;
   }
+#endif
 }
 
 }  // namespace
@@ -265,8 +299,11 @@ bool key_is(const Member& m, std::string_view key) {
   return m.key_size == k.key_size && m.head[0] == k.head[0] && m.head[1] == k.head[1];  // keys of <= 16 bytes
 }
 
-// A total order on canonical values (of two trees): 0 iff the values are equal as JSON.
-int compare(const CallTree& a, uint32_t x, const CallTree& b, uint32_t y) {
+int compare_containers(const CallTree& a, const Node& p, const CallTree& b, const Node& q);
+
+// A total order on canonical values (of two trees): 0 iff the values are equal as JSON. Inlined into the
+// container loops, like Builder::value: only containers make a call.
+[[gnu::always_inline]] inline int compare(const CallTree& a, uint32_t x, const CallTree& b, uint32_t y) {
   const Node& p = a.nodes[x];
   const Node& q = b.nodes[y];
   if (p.kind != q.kind) return p.kind < q.kind ? -1 : 1;
@@ -278,21 +315,28 @@ int compare(const CallTree& a, uint32_t x, const CallTree& b, uint32_t y) {
     case Kind::kString:
       return p.size == 0 ? 0 : std::memcmp(a.bytes.data() + p.begin, b.bytes.data() + q.begin, p.size);
     case Kind::kArray:
-      for (uint32_t i = 0; i < p.size; ++i) {
-        if (const int c = compare(a, a.items[p.begin + i], b, b.items[q.begin + i])) return c;
-      }
-      return 0;
     case Kind::kObject:
-      for (uint32_t i = 0; i < p.size; ++i) {
-        const Member& m = a.members[p.begin + i];
-        const Member& n = b.members[q.begin + i];
-        if (const int c = compare_keys(a, m, b, n)) return c;
-        if (const int c = compare(a, m.value, b, n.value)) return c;
-      }
-      return 0;
+      return compare_containers(a, p, b, q);
     default:
       return 0;  // null, false, true: the kind is the value
   }
+}
+
+// compare() of two arrays or two objects of the same size.
+[[gnu::noinline]] int compare_containers(const CallTree& a, const Node& p, const CallTree& b, const Node& q) {
+  if (p.kind == Kind::kArray) {
+    for (uint32_t i = 0; i < p.size; ++i) {
+      if (const int c = compare(a, a.items[p.begin + i], b, b.items[q.begin + i])) return c;
+    }
+    return 0;
+  }
+  for (uint32_t i = 0; i < p.size; ++i) {
+    const Member& m = a.members[p.begin + i];
+    const Member& n = b.members[q.begin + i];
+    if (const int c = compare_keys(a, m, b, n)) return c;
+    if (const int c = compare(a, m.value, b, n.value)) return c;
+  }
+  return 0;
 }
 
 // Sorted calls make the multiset comparison a pairwise one.
@@ -420,6 +464,21 @@ class Builder {
   // A key without escapes is read in place from the padded document; others are unescaped by simdjson.
   bool read_key(od::field& f, Member* m) {
     const char* const begin = reinterpret_cast<const char*>(f.key().raw());
+#ifdef __SSE2__
+    // The usual key, shorter than 16 bytes and without escapes, is found, measured and kept from one load.
+    const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(begin));
+    if (const unsigned hits = quote_or_backslash_bits(w); hits != 0) {
+      const int size = __builtin_ctz(hits);
+      if (begin[size] == '"') {
+        const __m128i index = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        const __m128i in_key = _mm_cmpgt_epi8(_mm_set1_epi8(static_cast<char>(size)), index);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(m->head), _mm_and_si128(w, in_key));
+        m->key_size = static_cast<uint32_t>(size);
+        m->tail = 0;
+        return true;
+      }
+    }
+#endif
     const char* const p = begin + quote_or_backslash(begin);
     std::string_view key(begin, static_cast<size_t>(p - begin));
     size_t readable = 16;  // the padding after the document covers a 16-byte read from any key in it
@@ -444,7 +503,8 @@ class Builder {
     return at;
   }
 
-  Status value(od::value v, int depth, uint32_t* node) {
+  // Inlined into the container loops: only containers make a call, so scalars, most values, cost none.
+  [[gnu::always_inline]] Status value(od::value v, int depth, uint32_t* node) {
     od::json_type type;
     if (v.type().get(type)) return Status::kInvalid;
     switch (type) {
@@ -489,7 +549,7 @@ class Builder {
   }
 
   // Elements gather on a stack (nested arrays interleave) and move to the tree as one run when the array ends.
-  Status array(od::array arr, int depth, uint32_t* node) {
+  [[gnu::noinline]] Status array(od::array arr, int depth, uint32_t* node) {
     const size_t base = pending_items_.size();
     for (auto element : arr) {
       od::value child;
@@ -506,7 +566,7 @@ class Builder {
     return Status::kOk;
   }
 
-  Status object(od::object obj, int depth, uint32_t* node) {
+  [[gnu::noinline]] Status object(od::object obj, int depth, uint32_t* node) {
     const size_t base = pending_members_.size();
     bool sorted = true;
     for (auto field : obj) {

@@ -91,9 +91,13 @@ def _spell(n: Num, draw) -> str:
     """An exact spelling of n chosen from a few that move digits between the significand and the exponent."""
     m, e = n.mantissa, n.exponent
     sign, digits = ("-" if m < 0 else ""), str(abs(m))
-    choice = draw(st.integers(0, 3))
+    choice = draw(st.integers(0, 4))
     if choice == 0:
         return f"{sign}{digits}e{e}"
+    if choice == 4 and -40 <= e <= 0:  # a plain decimal: no exponent, read by the short path up to 18 digits
+        point = len(digits) + e
+        whole, fraction = (digits[:point] if point > 0 else "0"), digits[max(point, 0) :].rjust(-e, "0")
+        return f"{sign}{whole}.{fraction}{'0' * draw(st.integers(0, 2))}" if e else f"{sign}{digits}"
     if choice == 1:
         return f"{sign}{digits}00E{e - 2}"
     if choice == 2:
@@ -135,6 +139,10 @@ def test_boundary_numbers_compare_by_value():
 
     assert same("123456789012345678", "1234567890123456780e-1")  # 18 significant digits both ways
     assert same("1234567890123456789", "12345678901234567890e-1")  # 19: the long form both ways
+    # Plain decimals of up to 18 digits take a short path; longer ones and exponents the general one.
+    assert same("1234567890123.45678", "123456789012345678e-5") and same("10.50", "1.05e1")
+    assert same("123456789012.3456789", "1234567890123456789e-7") and same("-0.000", "0")
+    assert not same("0.12345678901234567", "0.12345678901234568") and not same("0.5", "-0.5")
     assert not same("1234567890123456789", "1234567890123456788")
     assert same("1e2147483647", "10e2147483646") and same("1e2147483648", "10e2147483647")
     assert same("1e-2147483648", "0.1e-2147483647") and same("1e-2147483649", "0.1e-2147483648")
