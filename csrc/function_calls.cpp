@@ -88,7 +88,7 @@ struct Node {
 // The common case of number() below: at most 18 digits in all, an optional fraction and no exponent (1, -20,
 // 0.5, 3.25), written as a kSmallNumber. False (and nothing written) for anything else, which the general path
 // then reads or rejects.
-bool small_number(std::string_view raw, Node* node) {
+[[gnu::always_inline]] inline bool small_number(std::string_view raw, Node* node) {
   const size_t n = raw.size();
   const bool negative = n != 0 && raw[0] == '-';
   size_t i = negative ? 1 : 0;
@@ -124,9 +124,15 @@ bool small_number(std::string_view raw, Node* node) {
 // at most 18 significant digits and an exponent within int32 (most numbers), else <sign><digits>e<exponent>
 // (digits without leading or trailing zeros) appended to *bytes. Both forms depend on the value alone, so
 // equal values give equal nodes.
-bool number(std::string_view raw, ByteBuffer* bytes, Node* node) {
+[[gnu::noinline]] bool long_number(std::string_view raw, ByteBuffer* bytes, Node* node);
+
+[[gnu::always_inline]] inline bool number(std::string_view raw, ByteBuffer* bytes, Node* node) {
   while (!raw.empty() && is_space(raw.back())) raw.remove_suffix(1);  // the token carries trailing space
-  if (small_number(raw, node)) return true;
+  return small_number(raw, node) || long_number(raw, bytes, node);
+}
+
+// number() of a token that small_number() does not take.
+bool long_number(std::string_view raw, ByteBuffer* bytes, Node* node) {
   size_t i = 0;
   const size_t n = raw.size();
   const bool negative = i < n && raw[i] == '-';
