@@ -104,7 +104,8 @@ struct Node {
     frac_digits = i - frac_begin;
     if (frac_digits == 0) return false;
   }
-  // 18 digits stay below 10^18 < 2^63, so v did not wrap and negates exactly.
+  // Up to 18 digits v is below 10^18 < 2^63: exact, and it negates exactly. Longer tokens, for which v may have
+  // wrapped, go to the general path.
   if (i != n || int_digits + frac_digits > 18) return false;
   int32_t exponent = -static_cast<int32_t>(frac_digits);
   if (v == 0) {
@@ -120,12 +121,12 @@ struct Node {
   return true;
 }
 
+[[gnu::noinline]] bool long_number(std::string_view raw, ByteBuffer* bytes, Node* node);
+
 // Validates a JSON number token and writes its exact decimal value to *node: a kSmallNumber when the value has
 // at most 18 significant digits and an exponent within int32 (most numbers), else <sign><digits>e<exponent>
 // (digits without leading or trailing zeros) appended to *bytes. Both forms depend on the value alone, so
 // equal values give equal nodes.
-[[gnu::noinline]] bool long_number(std::string_view raw, ByteBuffer* bytes, Node* node);
-
 [[gnu::always_inline]] inline bool number(std::string_view raw, ByteBuffer* bytes, Node* node) {
   while (!raw.empty() && is_space(raw.back())) raw.remove_suffix(1);  // the token carries trailing space
   return small_number(raw, node) || long_number(raw, bytes, node);
