@@ -15,10 +15,11 @@ import os
 import sys
 
 import torch
-from _loss_variants import SIZES, VARIANTS, WARMUP, make_inputs
+from _loss_variants import SIZES, VARIANTS, WARMUP, make_variant_inputs
 
 
-def _status_mb(field: str) -> float:
+def status_mb(field: str) -> float:
+    """A /proc/self/status memory field (VmRSS, VmHWM) in MB."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -29,14 +30,14 @@ def _status_mb(field: str) -> float:
 def main(variant: str, size_name: str) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     run = VARIANTS[variant]
-    run(make_inputs(WARMUP[size_name]))
-    inputs = make_inputs(SIZES[size_name])
+    run(make_variant_inputs(variant, WARMUP[size_name]))
+    inputs = make_variant_inputs(variant, SIZES[size_name])
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
-    baseline = _status_mb("VmRSS")
+    baseline = status_mb("VmRSS")
     loss = run(inputs)
-    extra = _status_mb("VmHWM") - baseline
+    extra = status_mb("VmHWM") - baseline
     print(json.dumps({"variant": variant, "size": size_name, "extra_mb": round(extra, 1),
                       "weight_grad_mb": round(SIZES[size_name].weight_grad_mb, 1), "loss": float(loss.detach())}))
 

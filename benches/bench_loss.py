@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from _loss_variants import SIZES, VARIANTS, WARMUP, clear_grads, make_inputs
+from _loss_variants import SIZES, VARIANTS, WARMUP, clear_grads, make_inputs, make_variant_inputs
 
 HERE = Path(__file__).resolve().parent
 SIZE_NAMES = [s for s in os.environ.get("R3FAST_BENCH_LOSS_SIZES", "small,qwen").split(",") if s]
 ROUNDS = {"small": 5, "qwen": 1}
+# Each option's variant is compared with TRL's path under the same options (r3fast_tis with trl_tis).
+BASELINE = {"r3fast_tis": "trl_tis", "r3fast_gspo": "trl_gspo", "trl_tis": "trl_tis", "trl_gspo": "trl_gspo"}
 _results: dict[tuple[str, str], dict] = {}
 
 
@@ -51,27 +53,31 @@ def ratio_table(report_ratio):
         rows = {v: _results[(v, size_name)] for v in VARIANTS if (v, size_name) in _results}
         if not rows:
             continue
-        base = rows.get("trl")
         grad_mb = SIZES[size_name].weight_grad_mb
-        report_ratio(f"GRPO loss fwd+bwd, {size_name} {SIZES[size_name]} (weight grad {grad_mb:.0f} MB); ratios vs TRL")
-        report_ratio(f"{'variant':<8} {'time s':>8} {'x TRL':>7} {'peak MB':>9} {'x TRL':>7} {'x wgrad':>8}")
+        plain = rows.get("r3fast")
+        report_ratio(f"GRPO loss fwd+bwd, {size_name} {SIZES[size_name]} (weight grad {grad_mb:.0f} MB); ratios vs "
+                     "TRL's path with the same options, and vs plain r3fast")
+        report_ratio(f"{'variant':<12} {'time s':>8} {'x TRL':>7} {'peak MB':>9} {'x TRL':>7} {'x wgrad':>8} "
+                     f"{'t x r3fast':>10}")
         for v, r in rows.items():
+            base = rows.get(BASELINE.get(v, "trl"))
             t_ratio = r["time_s"] / base["time_s"] if base else float("nan")
             m_ratio = r["extra_mb"] / base["extra_mb"] if base else float("nan")
-            report_ratio(f"{v:<8} {r['time_s']:>8.3f} {t_ratio:>7.2f} {r['extra_mb']:>9.0f} {m_ratio:>7.2f} "
-                         f"{r['extra_mb'] / grad_mb:>8.2f}")
+            t_plain = r["time_s"] / plain["time_s"] if plain else float("nan")
+            report_ratio(f"{v:<12} {r['time_s']:>8.3f} {t_ratio:>7.2f} {r['extra_mb']:>9.0f} {m_ratio:>7.2f} "
+                         f"{r['extra_mb'] / grad_mb:>8.2f} {t_plain:>10.2f}")
 
 
 @pytest.mark.parametrize("size_name", SIZE_NAMES)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_loss_fwd_bwd_cpu(benchmark, variant, size_name):
-    if variant == "trl" and not _have("trl"):
+    if variant.startswith("trl") and not _have("trl"):
         pytest.skip("trl is not installed (pip install 'r3fast[bench]')")
     if variant == "liger" and not _have("liger_kernel"):
         pytest.skip("liger-kernel is not installed (pip install 'r3fast[bench]')")
     run = VARIANTS[variant]
-    run(make_inputs(WARMUP[size_name]))  # imports outside the timing
-    inputs = make_inputs(SIZES[size_name])
+    run(make_variant_inputs(variant, WARMUP[size_name]))  # imports outside the timing
+    inputs = make_variant_inputs(variant, SIZES[size_name])
     benchmark.group = f"grpo-loss-cpu-{size_name}"
     benchmark.pedantic(run, args=(inputs,), setup=lambda: clear_grads(inputs), rounds=ROUNDS[size_name],
                        iterations=1, warmup_rounds=0)

@@ -8,6 +8,7 @@ chunk, in Triton on CUDA and in torch elsewhere (resolve_backend decides).
 
 from .api import fused_linear_grpo_loss, grpo_loss, selective_logprobs
 from .backend import resolve_backend
-from .grpo_math import LOSS_TYPES
+from .grpo_math import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, SAMPLING_CORRECTIONS
 
-__all__ = ["LOSS_TYPES", "fused_linear_grpo_loss", "grpo_loss", "resolve_backend", "selective_logprobs"]
+__all__ = ["IMPORTANCE_SAMPLING_LEVELS", "LOSS_TYPES", "SAMPLING_CORRECTIONS", "fused_linear_grpo_loss", "grpo_loss",
+           "resolve_backend", "selective_logprobs"]

@@ -1,6 +1,7 @@
 """Log-probabilities of chosen tokens straight from hidden states, without the full logits.
 
-The no-grad companion of the fused loss, for old-policy and reference log-probs: same chunking,
+The no-grad companion of the fused loss, for old-policy and reference log-probs (and the fused
+loss's own first pass, where its coefficients need every token's logp or entropy): same chunking,
 same memory bound, same backend choice.
 """
 
@@ -19,18 +20,20 @@ def chunked_logprobs(
     target_ids: torch.Tensor,  # [N] int64
     temperature: float,
     ops: ModuleType,
-) -> torch.Tensor:
-    """[N] log p(target_ids | hidden) in the accumulation dtype."""
-    pieces = []
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N] log p(target_ids | hidden) and [N] entropy of the tempered softmax, in the accumulation dtype."""
+    logps, entropies = [], []
     step = max(1, min(ops.rows_per_chunk(weight.shape[0], hidden.dtype), hidden.shape[0]))
     logits = torch.empty((step, weight.shape[0]), dtype=ops.logits_dtype(hidden.dtype), device=hidden.device)
     for start in range(0, hidden.shape[0], step):
         rows = slice(start, start + step)
-        state, logp = ops.chunk_forward(
+        state, logp, entropy = ops.chunk_forward(
             hidden[rows], weight, bias, target_ids[rows], temperature, logits[: hidden[rows].shape[0]]
         )
         del state
-        pieces.append(logp)
-    if not pieces:
-        return hidden.new_zeros(0, dtype=torch.promote_types(hidden.dtype, torch.float32))
-    return torch.cat(pieces)
+        logps.append(logp)
+        entropies.append(entropy)
+    if not logps:
+        empty = hidden.new_zeros(0, dtype=torch.promote_types(hidden.dtype, torch.float32))
+        return empty, empty.clone()
+    return torch.cat(logps), torch.cat(entropies)

@@ -24,6 +24,10 @@ def rows_per_chunk(vocab: int, dtype: torch.dtype) -> int:
     return max(1, CHUNK_BYTES // (vocab * item))
 
 
+# Elements of the temporary that the entropy of a chunk goes through, one row block at a time.
+ENTROPY_BLOCK_ELEMS = 1 << 20
+
+
 def logits_dtype(dtype: torch.dtype) -> torch.dtype:
     """dtype of the per-chunk logits buffer the caller allocates once and passes to chunk_forward."""
     return accumulation_dtype(dtype)
@@ -42,8 +46,9 @@ def chunk_forward(
     target_ids: torch.Tensor,
     temperature: float,
     out: torch.Tensor,
-) -> tuple[ChunkState, torch.Tensor]:
-    """Log-prob of each row's target, and the state chunk_backward needs. hidden is [rows, H];
+) -> tuple[ChunkState, torch.Tensor, torch.Tensor]:
+    """Log-prob of each row's target, each row's entropy (of the tempered softmax), and the state
+    chunk_backward needs; logp and entropy in the accumulation dtype. hidden is [rows, H];
     out is a [rows, vocab] buffer of logits_dtype, reused across chunks (no fresh pages each time)."""
     if out.dtype == hidden.dtype:
         if bias is None:
@@ -52,22 +57,37 @@ def chunk_forward(
             torch.addmm(bias, hidden, weight.T, out=out)
     else:  # bf16/fp16: the matmul accumulates in fp32 internally, its output is upcast once
         out.copy_(hidden @ weight.T if bias is None else torch.addmm(bias, hidden, weight.T))
-    sum_exp, logp = logits_to_exps_(out, target_ids, temperature)
-    return ChunkState(out, sum_exp), logp
+    sum_exp, logp, entropy = logits_to_exps_(out, target_ids, temperature)
+    return ChunkState(out, sum_exp), logp, entropy
 
 
 def logits_to_exps_(
     logits: torch.Tensor, target_ids: torch.Tensor, temperature: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Overwrites logits [rows, V] with exp(logits / temperature - row max); returns the row sums
-    of that and the targets' logp. The softmax is exps / sum_exp, left undivided to save a pass."""
+    of that, the targets' logp and each row's entropy. The softmax is exps / sum_exp, left
+    undivided to save a pass."""
     if temperature != 1.0:
         logits.mul_(1.0 / temperature)
     target_logit = logits.gather(1, target_ids.unsqueeze(1)).squeeze(1)
     row_max = logits.amax(dim=1, keepdim=True)
-    exps = logits.sub_(row_max).exp_()
+    shifted = logits.sub_(row_max)
+    # entropy = log S - sum(e * z) / S, with z the shifted logits and e = exp(z), S = sum(e): each
+    # row block's exps go to a small scratch, are dotted with z, then written over z.
+    e_dot_z = torch.empty((shifted.shape[0], 1), dtype=shifted.dtype, device=shifted.device)
+    block = max(1, ENTROPY_BLOCK_ELEMS // max(1, shifted.shape[1]))
+    scratch = torch.empty((min(block, shifted.shape[0]), shifted.shape[1]), dtype=shifted.dtype,
+                          device=shifted.device)
+    for start in range(0, shifted.shape[0], block):
+        z = shifted[start : start + block]
+        e = torch.exp(z, out=scratch[: z.shape[0]])
+        torch.sum(z.mul_(e), dim=1, keepdim=True, out=e_dot_z[start : start + block])
+        z.copy_(e)
+    exps = shifted
     sum_exp = exps.sum(dim=1, keepdim=True)
-    return sum_exp, target_logit - (row_max + sum_exp.log()).squeeze(1)
+    log_sum = sum_exp.log()
+    entropy = (log_sum - e_dot_z / sum_exp).squeeze(1)
+    return sum_exp, target_logit - (row_max + log_sum).squeeze(1), entropy
 
 
 def exps_to_dlogits_(

@@ -2,8 +2,9 @@
 
 Per chunk of loss tokens:
   1. _logits_lse_kernel: lm_head matmul tiles with an online log-sum-exp over the vocab tiles of
-     each split of the vocabulary; writes the chunk's fp32 logits once, plus per-split (max, sum)
-     and the target's logit. The splits are combined in a few [splits, rows] torch ops.
+     each split of the vocabulary; writes the chunk's fp32 logits once, plus per-split (max, sum,
+     sum of exp * logit for the entropy) and the target's logit. The splits are combined in a few
+     [splits, rows] torch ops.
   2. _grad_hidden_kernel: d(loss)/d(logits) = coef * (onehot - softmax) formed on the fly from
      the stored logits, times the weight, summed over the vocab.
   3. _grad_weight_kernel: the same d(loss)/d(logits) tiles, transposed, times the chunk's hidden
@@ -25,6 +26,7 @@ import triton
 import triton.language as tl
 
 from .grpo_math import accumulation_dtype
+from .launch_config import MAX_BLOCK_M, LaunchConfig, device_launch_config, launch_config
 
 # Bytes of one chunk's fp32 logits on the GPU: large enough that the grid fills the device.
 CHUNK_BYTES = 512 * 1024 * 1024
@@ -41,7 +43,7 @@ def _mma(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 @triton.jit
 def _logits_lse_kernel(
     hidden_ptr, weight_ptr, bias_ptr, target_ptr, logits_ptr,
-    part_max_ptr, part_sum_ptr, part_target_ptr,
+    part_max_ptr, part_sum_ptr, part_target_ptr, part_dot_ptr,
     n_rows, vocab, hidden_size, tiles_per_split, inv_temperature,
     stride_hm, stride_wv, stride_lm,
     HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
@@ -54,6 +56,7 @@ def _logits_lse_kernel(
     targets = tl.load(target_ptr + rows, mask=row_ok, other=-1)
     run_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     run_sum = tl.zeros((BLOCK_M,), tl.float32)
+    run_dot = tl.zeros((BLOCK_M,), tl.float32)  # sum of exp(logit - run_max) * logit, for the entropy
     target_logit = tl.zeros((BLOCK_M,), tl.float32)
     for t in range(0, tiles_per_split):
         cols = (split * tiles_per_split + t) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -74,13 +77,17 @@ def _logits_lse_kernel(
                  mask=row_ok[:, None] & col_ok[None, :])
         acc = tl.where(col_ok[None, :], acc, float("-inf"))
         new_max = tl.maximum(run_max, tl.max(acc, axis=1))
-        run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(acc - new_max[:, None]), axis=1)
+        exps = tl.exp(acc - new_max[:, None])
+        rescale = tl.exp(run_max - new_max)
+        run_sum = run_sum * rescale + tl.sum(exps, axis=1)
+        run_dot = run_dot * rescale + tl.sum(exps * tl.where(col_ok[None, :], acc, 0.0), axis=1)
         run_max = new_max
         target_logit += tl.sum(tl.where(cols[None, :] == targets[:, None], acc, 0.0), axis=1)
     out = split * n_rows + rows
     tl.store(part_max_ptr + out, run_max, mask=row_ok)
     tl.store(part_sum_ptr + out, run_sum, mask=row_ok)
     tl.store(part_target_ptr + out, target_logit, mask=row_ok)
+    tl.store(part_dot_ptr + out, run_dot, mask=row_ok)
 
 
 @triton.jit
@@ -165,21 +172,13 @@ def _grad_weight_kernel(
 # ---- launchers ----
 
 
-@dataclass(frozen=True)
-class Blocks:
-    m: int  # token rows per program
-    n: int  # vocab columns per tile
-    k: int  # hidden columns per step of the forward matmul
-    h: int  # hidden columns per program in the gradient kernels
-
-
 def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _blocks() -> Blocks:
-    # The interpreter runs each program in numpy: small tiles keep the padded work small.
-    return Blocks(16, 16, 16, 16) if _interpreted() else Blocks(64, 128, 64, 64)
+def _launch_config(device: torch.device, dtype: torch.dtype) -> LaunchConfig:
+    """Tiles, warps and stages for this device and dtype (see launch_config.py)."""
+    return launch_config(None, dtype) if _interpreted() else device_launch_config(device, dtype)
 
 
 def _precision(dtype: torch.dtype) -> str | None:
@@ -193,7 +192,7 @@ def _upcast(dtype: torch.dtype) -> bool:
 def rows_per_chunk(vocab: int, dtype: torch.dtype) -> int:
     if _interpreted():
         return 32  # several chunks even on the tiny shapes the interpreter can afford
-    return max(_blocks().m, CHUNK_BYTES // (vocab * 4))
+    return max(MAX_BLOCK_M, CHUNK_BYTES // (vocab * 4))
 
 
 def _vocab_splits(n_row_blocks: int, n_tiles: int, device: torch.device) -> int:
@@ -222,33 +221,38 @@ def chunk_forward(
     target_ids: torch.Tensor,
     temperature: float,
     out: torch.Tensor,
-) -> tuple[ChunkState, torch.Tensor]:
+) -> tuple[ChunkState, torch.Tensor, torch.Tensor]:
     """Same contract as torch_fused.chunk_forward."""
     hidden = hidden.contiguous()
     weight = weight if weight.stride(1) == 1 else weight.contiguous()
     n_rows, hidden_size = hidden.shape
     vocab = weight.shape[0]
-    b = _blocks()
-    n_row_blocks = triton.cdiv(n_rows, b.m)
-    n_tiles = triton.cdiv(vocab, b.n)
+    b = _launch_config(hidden.device, hidden.dtype).logits
+    n_row_blocks = triton.cdiv(n_rows, b.block_m)
+    n_tiles = triton.cdiv(vocab, b.block_n)
     splits = _vocab_splits(n_row_blocks, n_tiles, hidden.device)
     tiles_per_split = triton.cdiv(n_tiles, splits)
     splits = triton.cdiv(n_tiles, tiles_per_split)  # no empty split
     logits = out
-    part = torch.empty((3, splits, n_rows), dtype=torch.float32, device=hidden.device)
+    part = torch.empty((4, splits, n_rows), dtype=torch.float32, device=hidden.device)
     _logits_lse_kernel[(n_row_blocks, splits)](
         hidden, weight, bias if bias is not None else hidden, target_ids, logits,
-        part[0], part[1], part[2],
+        part[0], part[1], part[2], part[3],
         n_rows, vocab, hidden_size, tiles_per_split, 1.0 / temperature,
         hidden.stride(0), weight.stride(0), logits.stride(0),
         HAS_BIAS=bias is not None, PRECISION=_precision(hidden.dtype), UPCAST=_upcast(hidden.dtype),
-        BLOCK_M=b.m, BLOCK_N=b.n, BLOCK_K=b.k,
+        BLOCK_M=b.block_m, BLOCK_N=b.block_n, BLOCK_K=b.block_hidden,
+        num_warps=b.num_warps, num_stages=b.num_stages,
     )
-    part_max, part_sum, part_target = part
+    part_max, part_sum, part_target, part_dot = part
     top = part_max.amax(dim=0)
-    lse = top + (part_sum * torch.exp(part_max - top)).sum(dim=0).log()
+    rescale = torch.exp(part_max - top)
+    sum_exp = (part_sum * rescale).sum(dim=0)
+    lse = top + sum_exp.log()
     logp = part_target.sum(dim=0) - lse
-    return ChunkState(logits, lse), logp.to(accumulation_dtype(hidden.dtype))
+    entropy = lse - (part_dot * rescale).sum(dim=0) / sum_exp  # log Z - E_p[logit]
+    acc = accumulation_dtype(hidden.dtype)
+    return ChunkState(logits, lse), logp.to(acc), entropy.to(acc)
 
 
 def chunk_backward(
@@ -266,28 +270,34 @@ def chunk_backward(
     weight = weight if weight.stride(1) == 1 else weight.contiguous()
     n_rows, hidden_size = hidden.shape
     vocab = weight.shape[0]
-    b = _blocks()
+    config = _launch_config(hidden.device, hidden.dtype)
     coef = coef.to(torch.float32).contiguous()
     precision = _precision(hidden.dtype)
     grad_hidden = None
     if need_grad_hidden:
         grad_hidden = torch.empty_like(hidden)
-        _grad_hidden_kernel[(triton.cdiv(n_rows, b.m), triton.cdiv(hidden_size, b.h))](
+        b = config.grad_hidden
+        _grad_hidden_kernel[(triton.cdiv(n_rows, b.block_m), triton.cdiv(hidden_size, b.block_hidden))](
             state.logits, state.lse, coef, target_ids, weight, grad_hidden,
             n_rows, vocab, hidden_size,
             state.logits.stride(0), weight.stride(0), grad_hidden.stride(0),
-            PRECISION=precision, UPCAST=_upcast(hidden.dtype), BLOCK_M=b.m, BLOCK_N=b.n, BLOCK_H=b.h,
+            PRECISION=precision, UPCAST=_upcast(hidden.dtype),
+            BLOCK_M=b.block_m, BLOCK_N=b.block_n, BLOCK_H=b.block_hidden,
+            num_warps=b.num_warps, num_stages=b.num_stages,
         )
     if grad_weight is not None or grad_bias is not None:
         if grad_weight is not None and grad_weight.dtype != torch.float32:
             raise ValueError(f"the Triton path accumulates the weight gradient in fp32, got {grad_weight.dtype}")
-        _grad_weight_kernel[(triton.cdiv(vocab, b.n), triton.cdiv(hidden_size, b.h))](
+        b = config.grad_weight
+        _grad_weight_kernel[(triton.cdiv(vocab, b.block_n), triton.cdiv(hidden_size, b.block_hidden))](
             state.logits, state.lse, coef, target_ids, hidden,
             grad_weight if grad_weight is not None else state.logits,
             grad_bias if grad_bias is not None else state.lse,
             n_rows, vocab, hidden_size,
             state.logits.stride(0), hidden.stride(0), hidden_size if grad_weight is None else grad_weight.stride(0),
             HAS_GRAD_WEIGHT=grad_weight is not None, HAS_GRAD_BIAS=grad_bias is not None,
-            PRECISION=precision, UPCAST=_upcast(hidden.dtype), BLOCK_M=b.m, BLOCK_N=b.n, BLOCK_H=b.h,
+            PRECISION=precision, UPCAST=_upcast(hidden.dtype),
+            BLOCK_M=b.block_m, BLOCK_N=b.block_n, BLOCK_H=b.block_hidden,
+            num_warps=b.num_warps, num_stages=b.num_stages,
         )
     return grad_hidden

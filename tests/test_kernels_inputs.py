@@ -54,6 +54,21 @@ BAD = {
     "max_completion_length_zero": (dict(max_completion_length=0, loss_type="dr_grpo"), "max_completion_length"),
     "num_items_negative": (dict(num_items_in_batch=-3, loss_type="dapo"), "num_items_in_batch"),
     "bias_shape": (dict(bias=torch.zeros(V + 1)), "bias"),
+    "sampling_logp_without_correction": (dict(sampling_logp=torch.zeros(B, T)), "sampling_correction"),
+    "correction_without_sampling_logp": (dict(sampling_correction="token_mask"), "sampling_logp"),
+    "unknown_correction": (dict(sampling_logp=torch.zeros(B, T), sampling_correction="token_clip"),
+                           "sampling_correction"),
+    "sampling_logp_shape": (dict(sampling_logp=torch.zeros(B), sampling_correction="sequence_mask"), "sampling_logp"),
+    "sampling_logp_int": (dict(sampling_logp=torch.zeros(B, T, dtype=torch.long),
+                               sampling_correction="sequence_mask"), "sampling_logp"),
+    "cap_one": (dict(sampling_logp=torch.zeros(B, T), sampling_correction="token_truncate", sampling_cap=1.0),
+                "sampling_cap"),
+    "cap_nan": (dict(sampling_logp=torch.zeros(B, T), sampling_correction="token_truncate",
+                     sampling_cap=float("nan")), "sampling_cap"),
+    "unknown_level": (dict(importance_sampling_level="group"), "importance_sampling_level"),
+    "quantile_zero": (dict(top_entropy_quantile=0.0), "top_entropy_quantile"),
+    "quantile_above_one": (dict(top_entropy_quantile=1.5), "top_entropy_quantile"),
+    "kl_bias_correction_not_bool": (dict(kl_bias_correction="yes"), "kl_bias_correction"),
 }
 
 
@@ -72,6 +87,11 @@ def test_grpo_loss_and_selective_logprobs_check_their_inputs():
         grpo_loss(torch.randn(V), args["target_ids"], args["advantages"], args["mask"])
     with pytest.raises(ValueError, match="loss_type"):
         grpo_loss(torch.randn(B, T, V), args["target_ids"], args["advantages"], args["mask"], loss_type="x")
+    with pytest.raises(ValueError, match="sampling_cap"):
+        grpo_loss(torch.randn(B, T, V), args["target_ids"], args["advantages"], args["mask"],
+                  sampling_logp=torch.zeros(B, T), sampling_correction="sequence_truncate", sampling_cap=0.5)
+    with pytest.raises(ValueError, match="top_entropy_quantile"):
+        grpo_loss(torch.randn(B, T, V), args["target_ids"], args["advantages"], args["mask"], top_entropy_quantile=-1)
     with pytest.raises(ValueError, match="temperature"):
         selective_logprobs(args["hidden"], args["weight"], args["target_ids"], temperature=-1.0)
     with pytest.raises(ValueError, match="weight"):

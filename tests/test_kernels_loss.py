@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from r3fast.kernels import LOSS_TYPES, fused_linear_grpo_loss, grpo_loss, selective_logprobs
-from r3fast.kernels.reference import reference_grpo_loss, reference_grpo_loss_from_logits
+from r3fast.kernels.reference import reference_entropy, reference_grpo_loss, reference_grpo_loss_from_logits
 
 
 def make_case(B=3, T=7, H=12, V=53, dtype=torch.float32, seed=0, old=True, ref=True, bias=False, zero_row=1):
@@ -286,3 +286,302 @@ def test_repeated_backward_through_a_retained_graph():
         torch.testing.assert_close(q, k, rtol=0, atol=0)  # earlier results are not touched
         torch.testing.assert_close(f, 4 * q)
         torch.testing.assert_close(n, -3 * f)
+
+
+# ---- sampler-trainer mismatch correction, GSPO, CISPO, entropy ----
+
+CORRECTIONS = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+def add_sampling_logp(case, kwargs, correction, seed, noise=0.3, cap=1.5):
+    """Sampler log-probs a little off the trainer's own (old_logp, or the policy's logp on-policy), far
+    enough that the cap is passed by some tokens or sequences and not by others."""
+    with torch.no_grad():
+        _, own = reference_grpo_loss(case["hidden"], case["weight"], case["target_ids"], case["advantages"],
+                                     case["mask"], bias=kwargs.get("bias"))
+    own = kwargs.get("old_logp", own)
+    g = torch.Generator().manual_seed(seed)
+    kwargs = dict(kwargs, sampling_logp=own - noise * torch.randn(own.shape, generator=g), sampling_correction=correction,
+                  sampling_cap=cap)
+    return kwargs
+
+
+def entropy_oracle(case, kwargs, temperature=1.0):
+    logits = case["hidden"].detach() @ case["weight"].detach().T
+    if "bias" in kwargs:
+        logits = logits + kwargs["bias"].detach()
+    return reference_entropy(logits / temperature).float()
+
+
+@pytest.mark.parametrize("correction", CORRECTIONS)
+@pytest.mark.parametrize("old", [False, True], ids=["on_policy", "old_logp"])
+def test_sampling_correction_matches_reference(correction, old):
+    case, kwargs = make_case(old=old, ref=False, B=4, seed=20)
+    kwargs = add_sampling_logp(case, kwargs, correction, seed=34, noise=0.5)
+    metrics = assert_close_to_reference(case, kwargs, loss_type="grpo")
+    m = case["mask"]
+    own = kwargs.get("old_logp", metrics["logp"])
+    log_ratio = torch.where(m, own - kwargs["sampling_logp"], torch.zeros_like(own))
+    if correction.startswith("sequence"):
+        log_ratio = log_ratio.sum(-1, keepdim=True).expand_as(own)
+    ratio = log_ratio.exp()
+    passed = ratio > 1.5
+    assert 0 < passed[m].float().mean() < 1  # the case passes the cap for some tokens, not all
+    weight = ratio.clamp(max=1.5) if correction.endswith("truncate") else torch.where(passed, 0.0, ratio)
+    torch.testing.assert_close(metrics["is_weight_mean"], weight[m].mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(metrics["is_clipped_frac"], passed[m].float().mean())
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("old", [False, True], ids=["on_policy", "old_logp"])
+def test_sequence_level_ratio_matches_reference(loss_type, old):
+    case, kwargs = make_case(old=old, ref=True, bias=True, seed=22)
+    case["advantages"] = torch.tensor([1.3, -0.4, -2.0])
+    metrics = assert_close_to_reference(case, kwargs, loss_type=loss_type, importance_sampling_level="sequence",
+                                        temperature=0.8)
+    m = case["mask"].float()
+    if old:
+        seq = (((metrics["logp"] - kwargs["old_logp"]) * m).sum(-1) / m.sum(-1).clamp(min=1)).exp()
+        want = (seq[:, None] * m).sum() / m.sum()
+        torch.testing.assert_close(metrics["ratio_mean"], want, rtol=1e-5, atol=1e-6)
+    else:
+        assert metrics["ratio_mean"].item() == 1.0
+
+
+@pytest.mark.parametrize("quantile", [0.2, 0.5])
+@pytest.mark.parametrize("beta", [0.0, 0.05], ids=["no_kl", "kl"])
+def test_top_entropy_quantile_matches_reference(quantile, beta):
+    case, kwargs = make_case(old=True, ref=True, bias=True, B=4, T=9, seed=23)
+    kwargs["beta"] = beta
+    metrics = assert_close_to_reference(case, kwargs, loss_type="bnpo", top_entropy_quantile=quantile)
+    m = case["mask"]
+    torch.testing.assert_close(metrics["entropy"][m], entropy_oracle(case, kwargs)[m], rtol=1e-5, atol=1e-5)
+    assert torch.all(metrics["entropy"][~m] == 0) and not metrics["entropy"].requires_grad
+
+
+def test_entropy_quantile_keeps_the_top_share_and_skips_the_rest():
+    """q = 0.25 keeps the quarter of masked tokens with the highest entropy; without KL the others get
+    no gradient at all, as if they were masked out."""
+    case, kwargs = make_case(old=False, ref=False, B=2, T=16, seed=24, zero_row=None)  # on-policy: nothing clips
+    case["mask"] = torch.ones(2, 16, dtype=torch.bool)
+    ent = entropy_oracle(case, kwargs)
+    keep = ent >= torch.quantile(ent.flatten(), 0.75)
+    _, _, grads = run(fused_linear_grpo_loss, case, kwargs, loss_type="dapo", top_entropy_quantile=0.25,
+                      num_items_in_batch=32)
+    assert keep.sum().item() == 8
+    assert torch.all(grads[0][~keep] == 0) and torch.all(grads[0][keep].abs().sum(-1) > 0)
+    masked = dict(case, mask=keep)
+    _, _, want = run(fused_linear_grpo_loss, masked, kwargs, loss_type="dapo", num_items_in_batch=32)
+    for g, w in zip(grads, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("correction", CORRECTIONS)
+def test_everything_combined_matches_reference(loss_type, correction):
+    """GSPO + sampling correction + KL (ratio-weighted for the sequence_* modes) + entropy quantile,
+    off-policy, with bias and temperature."""
+    case, kwargs = make_case(old=True, ref=True, bias=True, B=4, seed=25)
+    kwargs = add_sampling_logp(case, kwargs, correction, seed=26)
+    assert_close_to_reference(case, kwargs, loss_type=loss_type, importance_sampling_level="sequence",
+                              top_entropy_quantile=0.6, temperature=0.9, eps_high=0.28,
+                              kl_bias_correction=correction.startswith("sequence"))
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("old", [False, True], ids=["on_policy", "old_logp"])
+def test_kl_bias_correction_matches_reference(loss_type, level, old):
+    case, kwargs = make_case(old=old, ref=True, seed=35)
+    assert_close_to_reference(case, kwargs, loss_type=loss_type, importance_sampling_level=level,
+                              kl_bias_correction=True, eps_high=1.5 if loss_type == "cispo" else 0.2)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_cispo_matches_reference_and_logs_its_clip(level):
+    case, kwargs = make_case(old=True, ref=True, seed=27)
+    metrics = assert_close_to_reference(case, kwargs, loss_type="cispo", eps_high=1.2, importance_sampling_level=level)
+    if level == "token":
+        m = case["mask"]
+        ratio = (metrics["logp"] - kwargs["old_logp"]).exp()
+        adv = case["advantages"][:, None].expand_as(ratio)
+        torch.testing.assert_close(metrics["clip_frac_high"], ((ratio > 1.2) & (adv > 0))[m].float().mean())
+        assert metrics["clip_frac_low"].item() == 0.0
+
+
+@pytest.mark.parametrize("options", [
+    dict(importance_sampling_level="sequence"),
+    dict(sampling_correction="sequence_mask", top_entropy_quantile=0.5),
+    dict(sampling_correction="token_truncate", loss_type="cispo", eps_high=2.0),
+], ids=["gspo", "seq_mask+entropy", "cispo+tis"])
+def test_grpo_loss_from_logits_with_options_matches_reference(options):
+    g = torch.Generator().manual_seed(28)
+    logits = torch.randn(3, 6, 29, generator=g, requires_grad=True)
+    target = torch.randint(0, 29, (3, 6), generator=g)
+    mask = torch.rand(3, 6, generator=g) > 0.3
+    adv = torch.randn(3, generator=g)
+    old = torch.randn(3, 6, generator=g) * 0.5 - 3.5
+    ref = torch.randn(3, 6, generator=g) * 0.3 - 3.5
+    kw = dict(old_logp=old, ref_logp=ref, beta=0.04, **options)
+    if "sampling_correction" in options:
+        kw.update(sampling_logp=old - 0.3 * torch.randn(3, 6, generator=g), sampling_cap=1.5)
+    loss, metrics = grpo_loss(logits, target, adv, mask, temperature=0.9, **kw)
+    (grad,) = torch.autograd.grad(loss, logits)
+    ref_loss, ref_logp = reference_grpo_loss_from_logits(logits / 0.9, target, adv, mask, **kw)
+    (ref_grad,) = torch.autograd.grad(ref_loss, logits)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(metrics["entropy"][mask], reference_entropy(logits.detach() / 0.9)[mask].float(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_gradcheck_sequence_level_with_correction_float64():
+    case, kwargs = make_case(B=2, T=3, H=4, V=7, dtype=torch.float64, bias=True, seed=29)
+    kwargs = {k: (v.double() if isinstance(v, torch.Tensor) and not v.requires_grad else v) for k, v in kwargs.items()}
+    bias = kwargs.pop("bias")
+    sampling = kwargs["old_logp"] - 0.2
+
+    def f(hidden, weight, bias):
+        return fused_linear_grpo_loss(hidden, weight, case["target_ids"], case["advantages"].double(), case["mask"],
+                                      bias=bias, temperature=0.8, importance_sampling_level="sequence",
+                                      sampling_logp=sampling, sampling_correction="sequence_truncate",
+                                      eps_high=0.5, **kwargs)[0]
+
+    assert torch.autograd.gradcheck(f, (case["hidden"], case["weight"], bias), eps=1e-6, atol=1e-7)
+
+
+def test_all_zero_mask_with_every_option():
+    case, kwargs = make_case(bias=True, seed=30)
+    kwargs = add_sampling_logp(case, kwargs, "sequence_mask", seed=31)
+    case["mask"] = torch.zeros_like(case["mask"])
+    loss, metrics, grads = run(fused_linear_grpo_loss, case, kwargs, loss_type="cispo",
+                               importance_sampling_level="sequence", top_entropy_quantile=0.3)
+    assert loss.item() == 0.0 and all(torch.all(g == 0) for g in grads)
+    for name, value in metrics.items():
+        assert torch.isfinite(value).all(), name
+
+
+def test_missing_sampler_logprobs_count_as_no_mismatch():
+    case, kwargs = make_case(old=True, ref=False, seed=32)
+    kwargs = add_sampling_logp(case, kwargs, "sequence_mask", seed=33, noise=0.05, cap=3.0)
+    holes = kwargs["sampling_logp"].clone()
+    holes[:, ::2] = float("nan")
+    filled = torch.where(holes.isnan(), kwargs["old_logp"], holes)  # a zero difference, as TRL does
+    a = run(fused_linear_grpo_loss, case, dict(kwargs, sampling_logp=holes))
+    b = run(fused_linear_grpo_loss, case, dict(kwargs, sampling_logp=filled))
+    torch.testing.assert_close(a[0], b[0])
+    for x, y in zip(a[2], b[2], strict=True):
+        torch.testing.assert_close(x, y)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    B=st.integers(1, 4), T=st.integers(1, 8), V=st.integers(2, 30), loss_type=st.sampled_from(LOSS_TYPES),
+    level=st.sampled_from(["token", "sequence"]), correction=st.sampled_from((None, *CORRECTIONS)),
+    quantile=st.sampled_from([1.0, 0.7, 0.3]), old=st.booleans(), ref=st.booleans(), seed=st.integers(0, 2**16),
+    mask_p=st.sampled_from([0.0, 0.5, 1.0]), kl_bias=st.booleans(),
+)
+def test_property_options_match_reference(B, T, V, loss_type, level, correction, quantile, old, ref, seed, mask_p,
+                                          kl_bias):
+    case, kwargs = make_case(B=B, T=T, H=5, V=V, seed=seed, old=old, ref=ref, zero_row=None)
+    case["mask"] = torch.rand(B, T, generator=torch.Generator().manual_seed(seed + 1)) < mask_p
+    if correction is not None:
+        kwargs = add_sampling_logp(case, kwargs, correction, seed=seed + 2)
+    assert_close_to_reference(case, kwargs, loss_type=loss_type, importance_sampling_level=level,
+                              top_entropy_quantile=quantile, eps_high=1.5 if loss_type == "cispo" else 0.2,
+                              kl_bias_correction=kl_bias)
+
+
+# ---- TRL's own GRPOTrainer._compute_loss as the oracle ----
+
+
+def _trl_loss(grpo_trainer, trl_utils, logits_fn, batch, *, loss_type, level, correction, cap, quantile, beta,
+              kl_bias, eps_low, eps_high, temperature):
+    """TRL 1.16's _compute_loss on a one-process trainer stand-in whose model forward is logits_fn.
+
+    The sampler weight ("importance_sampling_ratio") is an input of _compute_loss, made in
+    _generate_and_score_completions; it is built here by the formula TRL writes there (no clip_min)."""
+    from collections import defaultdict
+    from types import MethodType, SimpleNamespace
+
+    def logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, **_):
+        logits = logits_fn() / temperature
+        return trl_utils.selective_log_softmax(logits, batch["target_ids"]), trl_utils.entropy_from_logits(logits), None
+
+    accelerator = SimpleNamespace(
+        pad_across_processes=lambda t, dim=0, pad_index=0: t, gather=lambda t: t, gather_for_metrics=lambda t: t,
+        reduce=lambda t, reduction="sum": t, num_processes=1, sync_gradients=True,
+    )
+    trainer = SimpleNamespace(
+        _get_per_token_logps_and_entropies=logps_and_entropies, aux_loss_enabled=False, accelerator=accelerator,
+        top_entropy_quantile=quantile, off_policy_mask_threshold=None, importance_sampling_level=level, beta=beta,
+        args=SimpleNamespace(use_bias_correction_kl=kl_bias, delta=None, steps_per_generation=1),
+        loss_type=loss_type, epsilon_low=eps_low, epsilon_high=eps_high, use_vllm=correction is not None,
+        vllm_importance_sampling_correction=correction is not None, model=SimpleNamespace(training=True),
+        current_gradient_accumulation_steps=1, max_completion_length=batch["mask"].shape[1],
+        _entropy_bonus_enabled=False, _metrics={"train": defaultdict(list)},
+    )
+    trainer.get_high_entropy_mask = MethodType(grpo_trainer.GRPOTrainer.get_high_entropy_mask, trainer)
+    mask = batch["mask"].long()
+    inputs = {
+        "prompt_ids": batch["target_ids"][:, :1], "prompt_mask": torch.ones_like(mask[:, :1]),
+        "completion_ids": batch["target_ids"], "completion_mask": mask, "advantages": batch["advantages"],
+        "num_items_in_batch": mask.sum().float(),
+    }
+    if batch.get("old_logp") is not None:
+        inputs["old_per_token_logps"] = batch["old_logp"]
+    if beta:
+        inputs["ref_per_token_logps"] = batch["ref_logp"]
+    if correction is not None:
+        with torch.no_grad():
+            own = batch.get("old_logp")
+            if own is None:
+                own, _, _ = logps_and_entropies(None, None, None, None)
+            diff = torch.nan_to_num((own - batch["sampling_logp"]) * mask, nan=0.0)
+            if correction.startswith("sequence"):
+                diff = diff.sum(-1, keepdim=True)
+            ratio = torch.exp(diff)
+            if correction.endswith("truncate"):
+                ratio = ratio.clamp(max=cap)
+            else:
+                ratio = ratio.masked_fill(ratio > cap, 0.0)
+        inputs["importance_sampling_ratio"] = ratio
+    return grpo_trainer.GRPOTrainer._compute_loss(trainer, None, inputs)
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_matches_trl_compute_loss(loss_type, level):
+    """Loss and gradients (hidden, weight) equal TRL's on a batch with a flat-advantage sequence, for
+    every sampling correction, with and without the entropy quantile, KL (plain and TRL 1.16's
+    default ratio-weighted one) and old_logp."""
+    grpo_trainer = pytest.importorskip("trl.trainer.grpo_trainer")
+    trl_utils = pytest.importorskip("trl.trainer.utils")
+    eps_high = 3.0 if loss_type == "cispo" else 0.28
+    settings = [(1.0, 0.04, False), (0.4, 0.0, True), (0.4, 0.04, True)]  # (quantile, beta, old_logp given)
+    for i, (correction, (quantile, beta, old)) in enumerate(
+        (c, settings[(k + j) % 3]) for k, c in enumerate((None, *CORRECTIONS)) for j in range(2)
+    ):
+        kl_bias = i % 4 >= 2
+        case, kwargs = make_case(B=4, T=6, H=8, V=31, old=old, ref=beta > 0, seed=40 + i)
+        case["advantages"][2] = 0.0  # a flat group: its sequences still carry KL and count in the mean
+        case["mask"][:, 0] = True
+        kwargs["beta"] = beta
+        if correction is not None:
+            kwargs = add_sampling_logp(case, kwargs, correction, seed=41 + i, noise=0.4)
+        params = [case["hidden"], case["weight"]]
+        loss, _ = fused_linear_grpo_loss(case["hidden"], case["weight"], case["target_ids"], case["advantages"],
+                                         case["mask"], loss_type=loss_type, importance_sampling_level=level,
+                                         top_entropy_quantile=quantile, eps_high=eps_high, temperature=0.9,
+                                         kl_bias_correction=kl_bias, **kwargs)
+        grads = torch.autograd.grad(loss, params)
+        batch = dict(case, **kwargs)
+        want = _trl_loss(grpo_trainer, trl_utils, lambda c=case: c["hidden"] @ c["weight"].T, batch,
+                         loss_type=loss_type, level=level, correction=correction, cap=kwargs.get("sampling_cap"),
+                         quantile=quantile, beta=beta, kl_bias=kl_bias, eps_low=0.2, eps_high=eps_high,
+                         temperature=0.9)
+        want_grads = torch.autograd.grad(want, params)
+        what = f"{correction=} {quantile=} {beta=} {kl_bias=} {old=}"
+        torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6, msg=lambda m, w=what: f"loss, {w}: {m}")
+        for got, ref in zip(grads, want_grads, strict=True):
+            torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6, msg=lambda m, w=what: f"grad, {w}: {m}")

@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 from r3fast.kernels import LOSS_TYPES, fused_linear_grpo_loss, selective_logprobs
-from r3fast.kernels.reference import reference_grpo_loss
+from r3fast.kernels.reference import reference_entropy, reference_grpo_loss
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -83,6 +83,10 @@ if not INTERPRETED:
         for loss_type in LOSS_TYPES:
             check_against_reference(c, loss_type=loss_type, beta=0.04, ref_logp=c["ref_logp"],
                                     old_logp=c["old_logp"], temperature=0.9, **tol)
+        sampling = c["old_logp"] - 0.3 * torch.randn(c["old_logp"].shape, device="cuda")
+        check_against_reference(c, loss_type="grpo", beta=0.04, ref_logp=c["ref_logp"], old_logp=c["old_logp"],
+                                importance_sampling_level="sequence", sampling_logp=sampling,
+                                sampling_correction="sequence_mask", top_entropy_quantile=0.3, **tol)
 
 else:
 
@@ -122,6 +126,24 @@ else:
         want = torch.autograd.grad(ref, [c["hidden"], c["bias"]])
         for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+    @pytest.mark.parametrize("options", [
+        dict(loss_type="grpo", importance_sampling_level="sequence", sampling_correction="sequence_mask",
+             top_entropy_quantile=0.5, beta=0.05),
+        dict(loss_type="cispo", eps_high=2.0, sampling_correction="token_truncate"),
+    ], ids=["gspo+seq_mask+entropy+kl", "cispo+tis_on_policy"])
+    def test_interpreted_options_match_reference(options):
+        c = make_case(B=3, T=11, H=12, V=37, seed=8)
+        g = torch.Generator().manual_seed(9)
+        old = c["old_logp"] if options["loss_type"] == "grpo" else None
+        sampling = c["old_logp"] - 0.4 * torch.randn(c["old_logp"].shape, generator=g)
+        check_against_reference(c, old_logp=old, ref_logp=c["ref_logp"], sampling_logp=sampling, sampling_cap=1.5,
+                                temperature=0.8, **options)
+        _, metrics = fused_linear_grpo_loss(c["hidden"], c["weight"], c["target_ids"], c["advantages"], c["mask"],
+                                            bias=c["bias"], temperature=0.8, backend="triton")
+        logits = (c["hidden"] @ c["weight"].T + c["bias"]).detach() / 0.8
+        m = c["mask"]
+        torch.testing.assert_close(metrics["entropy"][m], reference_entropy(logits)[m].float(), rtol=1e-5, atol=1e-5)
 
     def test_interpreted_selective_logprobs():
         c = make_case(B=3, T=20, H=12, V=70, seed=7)
