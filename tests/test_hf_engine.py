@@ -199,3 +199,54 @@ def test_sampled_rows_share_their_prompt_prefill(tiny_model, prompts):
     assert after == [6, 6]
     assert [len(o) for o in outs] == [3] * len(prompts)
     assert all(len(c.token_ids) == 3 for o in outs for c in o)
+
+
+def masked_argmax_loop(model, prompt, steps, eos_ids, banned_sequences):
+    """argmax_loop where a token is skipped whenever the output would then end with a banned sequence."""
+    ids, out = list(prompt), []
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(torch.tensor([ids])).logits[0, -1].clone()
+            for seq in banned_sequences:  # only the sequence's last token can complete it
+                if (out + [seq[-1]])[-len(seq):] == list(seq):
+                    logits[seq[-1]] = float("-inf")
+            token = int(logits.argmax())
+            out.append(token)
+            ids.append(token)
+            if token in eos_ids:
+                break
+    return out
+
+
+def contains(tokens, seq):
+    return any(tokens[i:i + len(seq)] == list(seq) for i in range(len(tokens) - len(seq) + 1))
+
+
+def test_bad_words_are_never_generated(tiny_model, prompts):
+    model, tokenizer = tiny_model
+    eng = engine(tiny_model, batch_size=4)
+    steps = 12
+    plain = eng.generate(prompts, SamplingParams(max_new_tokens=steps, temperature=0))
+    # a word the model writes greedily, two tokens long, so the ban has to follow what was generated
+    word = next(w for c in plain for i in range(steps - 1)
+                if len(tokenizer.encode(w := tokenizer.decode(c[0].token_ids[i:i + 2]), add_special_tokens=False)) >= 2
+                and contains(c[0].token_ids, tokenizer.encode(w, add_special_tokens=False)))
+    sequences = [tokenizer.encode(t, add_special_tokens=False) for t in (word, " " + word.lstrip())]
+    banned = eng.generate(prompts, SamplingParams(max_new_tokens=steps, temperature=0, bad_words=(word,)))
+    for prompt, (completion,) in zip(prompts, banned, strict=True):
+        assert completion.token_ids == masked_argmax_loop(model, prompt, steps, eng.eos_ids, sequences)
+        assert not any(contains(completion.token_ids, seq) for seq in sequences)
+    assert [c[0].token_ids for c in banned] != [c[0].token_ids for c in plain]
+    # sampled: many draws, none holds the word's tokens; log-probs are those of the banned distribution
+    sampled = eng.generate(prompts, SamplingParams(max_new_tokens=steps, temperature=1.5, n=6, seed=3, bad_words=(word,)))
+    for completions in sampled:
+        for c in completions:
+            assert not any(contains(c.token_ids, seq) for seq in sequences)
+            assert all(lp <= 0 and lp > float("-inf") for lp in c.logprobs)
+
+
+def test_bad_words_must_be_strings():
+    with pytest.raises(ValueError, match="bad_words must be a sequence of non-empty strings"):
+        SamplingParams(bad_words="<answer>")
+    with pytest.raises(ValueError, match="bad_words"):
+        SamplingParams(bad_words=("",))

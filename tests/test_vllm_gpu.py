@@ -1,8 +1,14 @@
-"""VLLMEngine behaviours that need CUDA: sleep/wake with re-sync, tensor parallel, FSDP2 pushes.
+"""VLLMEngine behaviours that need CUDA: log-probs, sleep/wake with re-sync, tensor parallel, FSDP2 pushes.
 
 The regression guarded here is TRL issue #5312: after sleep() and wake_up() the engine must
 sample from the trainer's current weights, not from those it held before sleeping (level 1
 restores the old copy; level 2 leaves uninitialised memory).
+
+On CUDA with Triton, vLLM 0.32 runs Model Runner V2 by default; `VLLM_USE_V2_MODEL_RUNNER=0`
+brings back V1, the runner the CPU tests exercise. vLLM reads that variable once per process
+and one process holds one sleep-mode engine, so `test_engine_checks_under_each_model_runner`
+runs this file's engine checks in a child process per runner; the checks themselves run only
+there (RUNNER_VAR names the child's runner).
 """
 
 from __future__ import annotations
@@ -26,6 +32,31 @@ pytestmark = [
 ]
 TOL = 2e-3  # fp32 on GPU: both sides may use TF32 / different reduction orders
 GREEDY = SamplingParams(max_new_tokens=8, temperature=0.0)
+RUNNER_VAR = "R3FAST_VLLM_RUNNER"
+MODEL_RUNNERS = {  # runner -> VLLM_USE_V2_MODEL_RUNNER (None: vLLM's default, V2 on CUDA with Triton)
+    "v1": "0",
+    "default": None,
+}
+in_runner_child = pytest.mark.skipif(
+    os.environ.get(RUNNER_VAR) not in MODEL_RUNNERS,
+    reason="an engine check: runs in test_engine_checks_under_each_model_runner's child processes",
+)
+
+
+@pytest.mark.parametrize("runner", list(MODEL_RUNNERS))
+def test_engine_checks_under_each_model_runner(runner):
+    if os.environ.get(RUNNER_VAR):
+        pytest.skip("this process is already a child running one model runner")
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_USE_V2_MODEL_RUNNER"}
+    env[RUNNER_VAR] = runner
+    if MODEL_RUNNERS[runner] is not None:
+        env["VLLM_USE_V2_MODEL_RUNNER"] = MODEL_RUNNERS[runner]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-m", "gpu", "-q", "-p", "no:cacheprovider", "-rs"],
+        capture_output=True, text=True, timeout=900, env=env,
+    )
+    assert result.returncode == 0, f"model runner {runner}:\n" + result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout.splitlines()[-1], result.stdout[-2000:]  # the checks ran, not only skipped
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +70,11 @@ def model_path():
 def engine(model_path):
     from r3fast.rollout.vllm import VLLMEngine
 
-    return VLLMEngine(model_path, dtype="float32", max_model_len=1024, kv_cache_gb=1.0,
-                      gpu_memory_utilization=0.2, enable_sleep_mode=True)
+    engine = VLLMEngine(model_path, dtype="float32", max_model_len=1024, kv_cache_gb=1.0,
+                        gpu_memory_utilization=0.2, enable_sleep_mode=True)
+    # the runner asked for is the runner that runs
+    assert engine._llm.llm_engine.vllm_config.use_v2_model_runner == (os.environ[RUNNER_VAR] == "default")
+    return engine
 
 
 def load_trainer(model_path, seed: int):
@@ -56,12 +90,14 @@ def load_trainer(model_path, seed: int):
     return model.cuda().eval()
 
 
-def max_error(model, prompts, completions) -> float:
+def max_error(model, prompts, completions, temperature: float = 0.0) -> float:
+    """Largest gap between the engine's log-probs and a teacher-forced forward's (temperature-scaled)."""
     worst = 0.0
     for prompt, (c,) in zip(prompts, completions, strict=True):
         ids = torch.tensor([prompt + c.token_ids], device="cuda")
         with torch.no_grad():
-            logp = model(ids).logits[0, len(prompt) - 1 : -1].double().log_softmax(-1)
+            logits = model(ids).logits[0, len(prompt) - 1 : -1].double()
+        logp = (logits / temperature if temperature > 0 else logits).log_softmax(-1)
         expected = logp.gather(-1, torch.tensor(c.token_ids, device="cuda")[:, None])[:, 0].cpu()
         worst = max(worst, (expected - torch.tensor(c.logprobs, dtype=torch.float64)).abs().max().item())
     return worst
@@ -70,6 +106,19 @@ def max_error(model, prompts, completions) -> float:
 PROMPTS = [list(range(100, 107)), list(range(2000, 2300))]
 
 
+@in_runner_child
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_logprobs_equal_transformers_teacher_forcing(engine, model_path, temperature):
+    trainer = load_trainer(model_path, seed=3)
+    engine.update_weights(trainer.named_parameters())
+    params = SamplingParams(max_new_tokens=8, temperature=temperature, n=1, seed=4)
+    out = engine.generate(PROMPTS, params)
+    assert max_error(trainer, PROMPTS, out, temperature) < TOL
+    if temperature > 0:  # seeded: the same samples again
+        assert [c.token_ids for (c,) in engine.generate(PROMPTS, params)] == [c.token_ids for (c,) in out]
+
+
+@in_runner_child
 @pytest.mark.parametrize("level", [1, 2])
 def test_wake_up_resyncs_the_trainers_weights(engine, model_path, level):
     trainer = load_trainer(model_path, seed=level)
@@ -91,6 +140,7 @@ def test_wake_up_resyncs_the_trainers_weights(engine, model_path, level):
                for a, b in zip(x.logprobs, y.logprobs, strict=False)) > 1e-2
 
 
+@in_runner_child
 def test_generate_after_sleep_never_uses_stale_weights(engine, model_path):
     trainer = load_trainer(model_path, seed=7)
     engine.update_weights(trainer.named_parameters())
@@ -104,6 +154,7 @@ def test_generate_after_sleep_never_uses_stale_weights(engine, model_path):
     assert max_error(trainer, PROMPTS, engine.generate(PROMPTS, GREEDY)) < TOL  # wakes the KV cache
 
 
+@in_runner_child
 def test_engine_weights_equal_the_trainers(engine, model_path):
     trainer = load_trainer(model_path, seed=8)
     engine.update_weights(trainer.named_parameters())
@@ -149,6 +200,7 @@ TORCHRUN_WORKER = textwrap.dedent('''
 ''')
 
 
+@in_runner_child
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
 def test_torchrun_tensor_parallel_engine_takes_fsdp2_pushes(model_path, tmp_path):
     script = tmp_path / "worker.py"

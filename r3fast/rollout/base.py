@@ -23,6 +23,7 @@ class SamplingParams:
     n: int = 1                         # samples per prompt
     stop: tuple[str, ...] = ()         # generation ends after the first of these strings
     seed: int | None = None            # same seed, same prompts -> same samples
+    bad_words: tuple[str, ...] = ()    # strings the sample may not contain (their last token is banned after the rest)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -35,6 +36,8 @@ class SamplingParams:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if isinstance(self.stop, str):
             raise ValueError("stop must be a sequence of strings, not a single string")
+        if isinstance(self.bad_words, str) or not all(isinstance(w, str) and w for w in self.bad_words):
+            raise ValueError(f"bad_words must be a sequence of non-empty strings, got {self.bad_words!r}")
 
     @property
     def greedy(self) -> bool:

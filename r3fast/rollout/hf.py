@@ -42,6 +42,26 @@ def sample_next(
     return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
 
 
+def bad_word_sequences(tokenizer, bad_words: Sequence[str]) -> list[list[int]]:
+    """Token sequences of `bad_words`, each as written and after a space (how it follows a word),
+    as vLLM's bad_words reads them."""
+    sequences = []
+    for word in bad_words:
+        for text in (word, " " + word.lstrip()):
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            if ids and ids not in sequences:
+                sequences.append(ids)
+    return sequences
+
+
+def banned_tokens(generated: Sequence[int], sequences: Sequence[Sequence[int]]) -> set[int]:
+    """Tokens that would complete one of `sequences` after `generated`: a sequence's last token is
+    banned where the tokens before it end the text so far (a one-token sequence: always)."""
+    tail = list(generated)
+    return {seq[-1] for seq in sequences
+            if len(tail) >= len(seq) - 1 and tail[len(tail) - len(seq) + 1:] == list(seq[:-1])}
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> str | None:
     """`text` up to and including the earliest stop string, or None when none occurs."""
     ends = [text.find(s) + len(s) for s in stop if s and s in text]
@@ -150,6 +170,7 @@ class HFEngine:
         live = list(range(rows))  # rows still decoding, in cache order
         eos = torch.tensor(sorted(self.eos_ids), device=device)
         stop_window = max((len(s) for s in params.stop), default=0) + 8  # tokens, >= chars of any stop string
+        bad_sequences = bad_word_sequences(self.tokenizer, params.bad_words)
 
         step_ids = input_ids
         for _ in range(params.max_new_tokens):
@@ -167,6 +188,12 @@ class HFEngine:
                 logits = logits.repeat_interleave(copies, dim=0)
                 attention = attention.repeat_interleave(copies, dim=0)
                 positions = positions.repeat_interleave(copies, dim=0)
+            if bad_sequences:  # the log-probs are then those of the distribution with the bans
+                logits = logits.clone()
+                for k, r in enumerate(live):
+                    banned = banned_tokens(tokens[r], bad_sequences)
+                    if banned:
+                        logits[k, sorted(banned)] = float("-inf")
             next_ids, next_lp = sample_next(logits, params, generator)
             is_eos = torch.isin(next_ids, eos).tolist()
             next_list, lp_list = next_ids.tolist(), next_lp.tolist()

