@@ -6,7 +6,7 @@ reads `input_ids` / `reflection_mask` / `advantage` / `reflection_logprobs` from
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -20,11 +20,24 @@ class Episode:
     first_attempt_text: str
     first_verdict: bool                # always False for a trained episode: only failures reflect
     retry_context_ids: list[int] = field(default_factory=list)  # the retry request after the reflection
-    retry_ids: list[int] = field(default_factory=list)
-    retry_text: str = ""
-    retry_verdict: bool = False
-    reward: float = 0.0                # 1.0 when the retry passes
+    retry_ids: list[list[int]] = field(default_factory=list)    # the k retries sampled from that context
+    retry_texts: list[str] = field(default_factory=list)
+    retry_verdicts: list[bool] = field(default_factory=list)    # one verdict per retry
+    reward: float = 0.0                # the fraction of retries that pass (k = 1: 1.0 when the retry passes)
     advantage: float = 0.0             # group-normalised reward
+
+    @property
+    def rescued(self) -> bool:
+        """Whether any retry after this reflection passed."""
+        return any(self.retry_verdicts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Episode:
+        """The inverse of to_dict (JSON turns tuples into lists; every field here is a list already)."""
+        return cls(**values)
 
     @property
     def input_ids(self) -> list[int]:

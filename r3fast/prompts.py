@@ -316,6 +316,22 @@ REFLECTION_REQUEST = (
     "wrong and write a short explanation that will help you succeed next time."
 )
 
+# After a first-try warm-up, SmolLM2-135M answers every request in tags: its "reflections" were the
+# failed answer again, and the retry copied them. This request asks for a diagnosis and a plan only.
+DIAGNOSIS_REFLECTION_REQUEST = (
+    "That answer is wrong: {feedback}. Do not write an answer or any tags. In one or two sentences, say "
+    "what went wrong and what to try instead."
+)
+
+# The verifier's reason quoted, then the paper's ask (the countdown-cpu preset's request).
+FEEDBACK_REFLECTION_REQUEST = (
+    "That answer is wrong: {feedback}. In one or two sentences, say what went wrong and how to fix it."
+)
+
+# Reflection requests a config may name instead of writing one out (`task.reflection_request=diagnose`).
+REFLECTION_REQUESTS = {"paper": REFLECTION_REQUEST, "feedback": FEEDBACK_REFLECTION_REQUEST,
+                       "diagnose": DIAGNOSIS_REFLECTION_REQUEST}
+
 # A retry that only said "try again" scored 0% with SmolLM2-135M (no answer tags at all), so the
 # retry turn restates the whole task, answer format included: {task} is Prompt.task_text.
 RETRY_REQUEST = "Use your reflection and try the task again.\n\n{task}"
@@ -323,6 +339,22 @@ RETRY_REQUEST = "Use your reflection and try the task again.\n\n{task}"
 # The "fresh" layout's retry turn, which replaces the task's user turn after the demonstrations:
 # the failed {attempt} and the {reflection} are quoted, then the {task} is asked again.
 FRESH_RETRY_REQUEST = "Your previous answer {attempt} was wrong. Your note on it: {reflection}\n\n{task}"
+
+# The fresh retry that does not quote the failed answer (`quote_attempt=False`): retries that see
+# the attempt copied it (96% of them, SmolLM2-135M after 30 first-try warm-up steps).
+HINT_RETRY_REQUEST = "Hint: {reflection}\n\n{task}"
+
+# The control: the same retry turn with the reflection removed, so `reflection_lift` measures the
+# reflection and not the second look. {feedback} is quoted when the reflection request quotes it
+# (the reflected retry saw the feedback through the reflection's context; the control gets it here).
+CONTROL_REQUESTS = {  # (retry_layout, quote_attempt, feedback quoted) -> retry turn without reflection
+    ("continue", True, False): "That answer is wrong. Try the task again.\n\n{task}",
+    ("continue", True, True): "That answer is wrong: {feedback}. Try the task again.\n\n{task}",
+    ("fresh", True, False): "Your previous answer {attempt} was wrong.\n\n{task}",
+    ("fresh", True, True): "Your previous answer {attempt} was wrong: {feedback}.\n\n{task}",
+    ("fresh", False, False): "{task}",
+    ("fresh", False, True): "Your previous answer was wrong: {feedback}.\n\n{task}",
+}
 
 # How the retry sees the reflection:
 #   continue  the conversation goes on: task, attempt, reflection request, reflection, retry request
@@ -335,23 +367,37 @@ RETRY_LAYOUTS = ("continue", "fresh")
 
 @dataclass(frozen=True)
 class ReflectionPrompts:
-    reflection_request: str = REFLECTION_REQUEST  # user turn after a failed attempt; may quote the verifier's {feedback}
+    reflection_request: str = REFLECTION_REQUEST  # user turn after a failed attempt, or a REFLECTION_REQUESTS name; may quote {feedback}
     retry_request: str | None = None   # retry user turn ({task}; fresh: also {attempt}, {reflection}); None: the layout's default
     retry_layout: str = "continue"     # "continue" the chat, or a "fresh" task prompt quoting attempt and reflection
+    quote_attempt: bool = True         # fresh: the retry (and the control) quote the failed answer
 
     def __post_init__(self) -> None:
+        # a name stands for its template, so configs can say `diagnose` (frozen: set through object)
+        object.__setattr__(self, "reflection_request", REFLECTION_REQUESTS.get(self.reflection_request, self.reflection_request))
         if self.retry_layout not in RETRY_LAYOUTS:
             raise ValueError(f"retry_layout must be one of {RETRY_LAYOUTS}, got {self.retry_layout!r}")
         if "{task}" not in self.retry_template:
             raise ValueError(f"retry_request must restate the task with a {{task}} placeholder: {self.retry_template!r}")
         if self.retry_layout == "continue" and ("{attempt}" in self.retry_template or "{reflection}" in self.retry_template):
             raise ValueError("{attempt} and {reflection} belong to the fresh retry layout; the continued chat already holds them")
+        if self.retry_layout == "continue" and not self.quote_attempt:
+            raise ValueError("quote_attempt=False needs retry_layout='fresh': the continued chat holds the attempt")
+        if not self.quote_attempt and "{attempt}" in self.retry_template:
+            raise ValueError(f"quote_attempt=False, yet the retry request quotes {{attempt}}: {self.retry_template!r}")
 
     @property
     def retry_template(self) -> str:
         if self.retry_request is not None:
             return self.retry_request
-        return FRESH_RETRY_REQUEST if self.retry_layout == "fresh" else RETRY_REQUEST
+        if self.retry_layout == "continue":
+            return RETRY_REQUEST
+        return FRESH_RETRY_REQUEST if self.quote_attempt else HINT_RETRY_REQUEST
+
+    @property
+    def control_template(self) -> str:
+        """The retry turn without reflection (see CONTROL_REQUESTS)."""
+        return CONTROL_REQUESTS[(self.retry_layout, self.quote_attempt, "{feedback}" in self.reflection_request)]
 
 
 def fill_present(template: str, **values: Any) -> str:
@@ -364,7 +410,21 @@ def reflection_turn(prompts: ReflectionPrompts, feedback: str = "") -> dict[str,
     return {"role": "user", "content": fill_present(prompts.reflection_request, feedback=feedback)}
 
 
-def retry_turn(task_text: str, prompts: ReflectionPrompts, attempt: str = "", reflection: str = "") -> dict[str, str]:
-    """The retry's user turn; `attempt` and `reflection` fill the fresh layout's placeholders."""
-    return {"role": "user", "content": fill_present(prompts.retry_template, task=task_text, attempt=attempt.strip(),
-                                                    reflection=reflection.strip())}
+def retry_turn(task_text: str, prompts: ReflectionPrompts, attempt: str = "", reflection: str | None = "",
+               feedback: str = "") -> dict[str, str]:
+    """The retry's user turn; `attempt` and `reflection` fill the fresh layout's placeholders.
+    `reflection=None` gives the control's turn: the same retry without a reflection."""
+    template = prompts.control_template if reflection is None else prompts.retry_template
+    return {"role": "user", "content": fill_present(template, task=task_text, attempt=attempt.strip(),
+                                                    reflection=(reflection or "").strip(), feedback=feedback)}
+
+
+# The tags a task's answer is written between: what a reflection may be kept from writing
+# (`rollout.reflection_answer_tags`), so that it stays a reflection and not a second answer.
+ANSWER_TAGS = {"countdown": ("<answer>", "</answer>"), "function_calling": ("<tool_call>", "</tool_call>")}
+
+
+def answer_tags(task_name: str) -> tuple[str, ...]:
+    """ANSWER_TAGS of a task name (countdown-easy -> countdown's; bfcl, fncall-synthetic -> function calling's)."""
+    family = "countdown" if task_name.startswith("countdown") else "function_calling"
+    return ANSWER_TAGS[family]

@@ -1,7 +1,7 @@
 """Reflect, retry, reward: the loop that turns failed attempts into training episodes.
 
     result = reflect_retry(engine, tokenizer, task, instances, ReflectConfig(group_size=4))
-    result.episodes            # one per reflection, advantages set; result.training_episodes() to train on
+    result.episodes            # one per reflection, advantages set (0 in flat groups): what the trainer trains on
 
 Each step is a plain function over plain data, so a trainer or an evaluation can run any prefix:
 
@@ -9,12 +9,15 @@ Each step is a plain function over plain data, so a trainer or an evaluation can
 2. `sample_reflections`: for failures only, continue the chat with the failed attempt (assistant)
    and the reflection request (user), and sample G reflections: one GRPO group per failure.
 3. `retry_after_reflections`: continue each chat with its reflection (assistant) and a retry
-   request that restates the task, generate one retry per reflection, verify: reward 1 on a pass.
+   request that restates the task, sample k retries per reflection (one request with n=k, so
+   engines share the context's prefill), verify: the reward is the fraction that pass.
+   `retry_without_reflection` is the control: the same retry turn with the reflection left out.
 4. `build_episodes`: `context_ids` is exactly the prompt the engine was given for the reflection
    and `reflection_ids` exactly the tokens it sampled, so `context_ids + reflection_ids` is what the
    model saw and the loss mask covers nothing but the reflection (no re-tokenisation of its text).
-5. `group_advantages`: groups whose rewards are all equal carry no signal; they are counted, and
-   `training_episodes()` leaves them out.
+5. `group_advantages`: groups whose rewards are all equal carry no signal: their advantages are
+   exactly 0, and they still count in the loss's normalisation, as in TRL. `training_episodes()`
+   lists the episodes of the other groups.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from r3fast.advantages import group_advantages
 from r3fast.episode import Episode
 from r3fast.prompts import (
     ReflectionPrompts,
+    answer_tags,
     chat_template_inputs,
     reflection_turn,
     retry_turn,
@@ -45,6 +49,9 @@ class ReflectConfig:
     reflection_max_new_tokens: int = 64    # budget of a self-reflection (96 tokens at T=1 read as noise)
     reflection_temperature: float = 0.7    # reflections must differ within a group, yet stay coherent
     retry_temperature: float = 0.0         # greedy retries: the reward measures the reflection, not luck
+    retries_per_reflection: int = 1        # k: retries after each reflection; the reward is the fraction that pass
+    reflection_bad_words: tuple[str, ...] = ()  # strings a reflection may not contain (a task's answer tags)
+    reflection_stop: tuple[str, ...] = ()  # strings a reflection ends at
     top_p: float = 1.0                     # nucleus mass for sampled turns
     scale_rewards: bool = True             # divide advantages by the group std (False: Dr. GRPO)
     seed: int = 0                          # sampling seed; each step derives its own from it
@@ -53,17 +60,40 @@ class ReflectConfig:
     def __post_init__(self) -> None:
         if self.group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if self.retries_per_reflection < 1:
+            raise ValueError(f"retries_per_reflection must be >= 1, got {self.retries_per_reflection}")
+        for name in ("attempt_temperature", "reflection_temperature", "retry_temperature"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def attempt_params(self, seed_offset: int = 0) -> SamplingParams:
         return SamplingParams(self.attempt_max_new_tokens, self.attempt_temperature, self.top_p, 1, (), self.seed + seed_offset)
 
     def reflection_params(self) -> SamplingParams:
-        return SamplingParams(
-            self.reflection_max_new_tokens, self.reflection_temperature, self.top_p, self.group_size, (), self.seed + 1
-        )
+        return SamplingParams(self.reflection_max_new_tokens, self.reflection_temperature, self.top_p, self.group_size,
+                              tuple(self.reflection_stop), self.seed + 1, tuple(self.reflection_bad_words))
 
     def retry_params(self) -> SamplingParams:
-        return SamplingParams(self.attempt_max_new_tokens, self.retry_temperature, self.top_p, 1, (), self.seed + 2)
+        return SamplingParams(self.attempt_max_new_tokens, self.retry_temperature, self.top_p,
+                              self.retries_per_reflection, (), self.seed + 2)
+
+    def control_params(self) -> SamplingParams:
+        """The control's retries: the retry's settings, as many per failure as its group has (G x k)."""
+        return SamplingParams(self.attempt_max_new_tokens, self.retry_temperature, self.top_p,
+                              self.group_size * self.retries_per_reflection, (), self.seed + 3)
+
+
+# What a reflection may do with the task's answer tags: write them, not write them (banned while
+# sampling), or end at them. Banning keeps a reflection from being a second answer that the retry copies.
+REFLECTION_ANSWER_TAGS = ("allow", "ban", "stop")
+
+
+def reflection_tag_options(mode: str, task_name: str) -> dict:
+    """The ReflectConfig fields for `mode` (one of REFLECTION_ANSWER_TAGS) on the task `task_name`."""
+    if mode not in REFLECTION_ANSWER_TAGS:
+        raise ValueError(f"reflection answer tags must be one of {REFLECTION_ANSWER_TAGS}, got {mode!r}")
+    tags = answer_tags(task_name)
+    return {"reflection_bad_words": tags if mode == "ban" else (), "reflection_stop": tags if mode == "stop" else ()}
 
 
 # -- plain data between the steps --------------------------------------------------------
@@ -94,21 +124,29 @@ class Reflection:
 
 @dataclass
 class Retry:
-    reflection: Reflection
+    """The retries sampled from one context: after a reflection, or (the control) with none."""
+
+    attempt: Attempt
+    reflection: Reflection | None          # None: the control's retry without reflection
     prompt_ids: list[int]
-    completion: Completion
-    passed: bool
-    code: str
+    completions: list[Completion]          # k samples of the same context
+    passed: list[bool]
+    codes: list[str]
+
+    @property
+    def rescued(self) -> bool:
+        return any(self.passed)
 
 
 @dataclass
 class ReflectResult:
     attempts: list[Attempt]                # every first attempt, in instance order
     episodes: list[Episode]                # one per reflection, grouped by failed attempt
-    flat_groups: list[int]                 # group ids with all-equal rewards: no signal, not trained on
+    flat_groups: list[int]                 # group ids with all-equal rewards: no signal, advantages 0
     first_codes: Counter                   # verdict codes of first attempts
     retry_codes: Counter                   # verdict codes of retries
-    stats: dict[str, GenerationStats]      # per step: "attempt", "reflection", "retry"
+    stats: dict[str, GenerationStats]      # per step: "attempt", "reflection", "retry" (and "control")
+    control: list[Retry] = field(default_factory=list)  # per failed attempt, retries without reflection (when asked)
 
     @property
     def n(self) -> int:
@@ -125,9 +163,21 @@ class ReflectResult:
     @property
     def retry_passed_groups(self) -> int:
         """Failed instances whose group holds at least one passing retry."""
-        return len({e.group_id for e in self.episodes if e.retry_verdict})
+        return len({e.group_id for e in self.episodes if e.rescued})
+
+    @property
+    def control_passed(self) -> int:
+        """Failed instances rescued by a retry without reflection (the control)."""
+        return sum(r.rescued for r in self.control)
+
+    def paired_rescues(self) -> Counter:
+        """Failed instances by (rescued with reflection, rescued without): the paired table of the lift."""
+        with_reflection = {e.group_id for e in self.episodes if e.rescued}
+        return Counter((group_id in with_reflection, r.rescued) for group_id, r in enumerate(self.control))
 
     def training_episodes(self) -> list[Episode]:
+        """Episodes of groups with signal. The trainer takes every episode: flat groups count in the
+        loss's normalisation and, with loss.beta > 0, in its KL term."""
         flat = set(self.flat_groups)
         return [e for e in self.episodes if e.group_id not in flat]
 
@@ -156,16 +206,15 @@ def reflection_messages(attempt: Attempt, prompts: ReflectionPrompts) -> list[di
     ]
 
 
-def retry_messages(reflection: Reflection, prompts: ReflectionPrompts) -> list[dict[str, str]]:
-    attempt = reflection.attempt
+def retry_messages(attempt: Attempt, prompts: ReflectionPrompts, reflection: str | None) -> list[dict[str, str]]:
+    """The retry's conversation after `reflection`, or with `reflection=None` the control's: the same
+    retry with the reflection removed (fresh: no quoted note; continue: no reflection turns)."""
+    turn = retry_turn(attempt.task_text, prompts, attempt.completion.text, reflection, attempt.reason)
     if prompts.retry_layout == "fresh":  # the task prompt again, its last turn quoting attempt and reflection
-        turn = retry_turn(attempt.task_text, prompts, attempt.completion.text, reflection.completion.text)
         return [*attempt.messages[:-1], turn]
-    return [
-        *reflection_messages(attempt, prompts),
-        {"role": "assistant", "content": reflection.completion.text},
-        retry_turn(attempt.task_text, prompts),
-    ]
+    if reflection is None:
+        return [*attempt.messages, {"role": "assistant", "content": attempt.completion.text}, turn]
+    return [*reflection_messages(attempt, prompts), {"role": "assistant", "content": reflection}, turn]
 
 
 def _timed_generate(
@@ -236,23 +285,43 @@ def retry_after_reflections(
     prompts: ReflectionPrompts,
     stats: GenerationStats | None = None,
 ) -> list[Retry]:
-    """Step 3: one retry per reflection (params.n must be 1), verified."""
-    if params.n != 1:
-        raise ValueError(f"retries take one sample per reflection, got n={params.n}")
-    contexts = [chat_ids(tokenizer, retry_messages(r, prompts), r.attempt.tools) for r in reflections]
+    """Step 3: params.n retries (k) per reflection, each verified."""
+    return _retries(engine, tokenizer, task, [(r.attempt, r) for r in reflections], params, prompts, stats)
+
+
+def retry_without_reflection(
+    engine: RolloutEngine,
+    tokenizer,
+    task: Task,
+    failed: Sequence[Attempt],
+    params: SamplingParams,
+    prompts: ReflectionPrompts,
+    stats: GenerationStats | None = None,
+) -> list[Retry]:
+    """The control: params.n retries per failed attempt from the retry turn without a reflection."""
+    return _retries(engine, tokenizer, task, [(a, None) for a in failed], params, prompts, stats)
+
+
+def _retries(engine, tokenizer, task, items, params, prompts, stats) -> list[Retry]:
+    contexts = [
+        chat_ids(tokenizer, retry_messages(a, prompts, None if r is None else r.completion.text), a.tools)
+        for a, r in items
+    ]
     outs = _timed_generate(engine, contexts, params, stats or GenerationStats())
     retries = []
-    for reflection, context, (completion,) in zip(reflections, contexts, outs, strict=True):
-        passed, code, _ = _judge(task, reflection.attempt.instance, completion.text)
-        retries.append(Retry(reflection, context, completion, passed, code))
+    for (attempt, reflection), context, completions in zip(items, contexts, outs, strict=True):
+        verdicts = [_judge(task, attempt.instance, c.text) for c in completions]
+        retries.append(Retry(attempt, reflection, context, list(completions), [v[0] for v in verdicts],
+                             [v[1] for v in verdicts]))
     return retries
 
 
 def build_episodes(retries: Sequence[Retry]) -> list[Episode]:
-    """Step 4: one Episode per reflection, reward 1.0 when its retry passed (advantages not yet set)."""
+    """Step 4: one Episode per reflection, reward = the fraction of its retries that passed
+    (advantages not yet set)."""
     episodes = []
     for retry in retries:
-        reflection, attempt = retry.reflection, retry.reflection.attempt
+        reflection, attempt = retry.reflection, retry.attempt
         episodes.append(
             Episode(
                 instance_id=attempt.instance.id,
@@ -264,10 +333,10 @@ def build_episodes(retries: Sequence[Retry]) -> list[Episode]:
                 first_attempt_text=attempt.completion.text,
                 first_verdict=attempt.passed,
                 retry_context_ids=list(retry.prompt_ids),
-                retry_ids=list(retry.completion.token_ids),
-                retry_text=retry.completion.text,
-                retry_verdict=retry.passed,
-                reward=1.0 if retry.passed else 0.0,
+                retry_ids=[list(c.token_ids) for c in retry.completions],
+                retry_texts=[c.text for c in retry.completions],
+                retry_verdicts=list(retry.passed),
+                reward=sum(retry.passed) / len(retry.passed),
             )
         )
     return episodes
@@ -289,10 +358,12 @@ def reflect_retry(
     config: ReflectConfig | None = None,
     *,
     attempts: Sequence[Attempt] | None = None,
+    control: bool = False,
 ) -> ReflectResult:
-    """Steps 1-5 over `instances`. Pass `attempts` to reuse first attempts made elsewhere."""
+    """Steps 1-5 over `instances`. Pass `attempts` to reuse first attempts made elsewhere;
+    `control=True` also retries each failure without a reflection (ReflectResult.control)."""
     config = config or ReflectConfig()
-    stats = {step: GenerationStats() for step in ("attempt", "reflection", "retry")}
+    stats = {step: GenerationStats() for step in ("attempt", "reflection", "retry", *(("control",) if control else ()))}
     if attempts is None:
         attempts = first_attempts(engine, tokenizer, task, instances, config.attempt_params(), stats["attempt"])
     failed = [a for a in attempts if not a.passed]
@@ -304,13 +375,16 @@ def reflect_retry(
     )
     episodes = build_episodes(retries)
     flat = assign_advantages(episodes, scale_rewards=config.scale_rewards)
+    controls = (retry_without_reflection(engine, tokenizer, task, failed, config.control_params(), config.prompts,
+                                         stats["control"]) if control else [])
     return ReflectResult(
         attempts=list(attempts),
         episodes=episodes,
         flat_groups=flat,
         first_codes=Counter(a.code for a in attempts),
-        retry_codes=Counter(r.code for r in retries),
+        retry_codes=Counter(code for r in retries for code in r.codes),
         stats=stats,
+        control=controls,
     )
 
 

@@ -26,12 +26,25 @@ def test_eval_writes_valid_json(tiny_model, tmp_path, capsys):
     assert 0 <= report["first_try_accuracy"] <= report["second_try_accuracy"] <= 1
     assert sum(report["first_try_verdicts"].values()) == 3
     assert sum(report["retry_verdicts"].values()) == counts["first_try_failed"]  # one greedy reflection each
+    # the control: one retry without reflection per failure, paired with the reflected one
+    assert sum(report["retry_without_reflection_verdicts"].values()) == counts["first_try_failed"]
+    assert counts["second_try_without_reflection_passed"] == counts["first_try_passed"] + counts["retry_without_reflection_passed"]
+    assert report["second_try_without_reflection_accuracy"] == counts["second_try_without_reflection_passed"] / 3
+    assert counts["retry_passed"] == counts["rescued_by_both"] + counts["rescued_with_reflection_only"]
+    assert counts["retry_without_reflection_passed"] == counts["rescued_by_both"] + counts["rescued_without_reflection_only"]
+    lift = report["second_try_accuracy"] - report["second_try_without_reflection_accuracy"]
+    assert report["reflection_lift"] == pytest.approx(lift)
+    low, high = report["reflection_lift_ci95"]
+    assert -1 <= low <= report["reflection_lift"] <= high <= 1
     gen = report["generation"]
     assert gen["attempt"]["generated_tokens"] <= 3 * 4 and gen["reflection"]["generated_tokens"] <= 3 * counts["first_try_failed"]
-    assert gen["total"]["generated_tokens"] == sum(gen[s]["generated_tokens"] for s in ("attempt", "reflection", "retry"))
+    assert gen["total"]["generated_tokens"] == sum(gen[s]["generated_tokens"]
+                                                   for s in ("attempt", "reflection", "retry", "control"))
+    assert gen["control"]["generated_tokens"] <= 4 * counts["first_try_failed"]
     assert report["tokens_per_second"] > 0
     printed = capsys.readouterr().out
     assert "first try" in printed and "second try" in printed and str(out) in printed
+    assert "second try, no reflection" in printed and "reflection lift" in printed
     assert format_report(report).splitlines()[0].split() == ["task", "countdown-easy"]
 
 
@@ -43,6 +56,36 @@ def test_eval_takes_the_reflection_protocol(tiny_model, tmp_path):
     prompts = json.loads(out.read_text())["reflection_prompts"]
     assert prompts["reflection_request"] == request and prompts["retry_layout"] == "fresh"
     assert "{reflection}" in prompts["retry_request"] and "{task}" in prompts["retry_request"]
+    assert "{reflection}" not in prompts["retry_without_reflection_request"]
+
+
+def test_eval_takes_graded_retries_and_answer_tag_bans(tiny_model, tmp_path):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--task", "countdown-easy", *SMALL, "--reflection-max-new-tokens", "3", "--retry-layout", "fresh",
+                 "--no-quote-attempt", "--reflection-request", "diagnose", "--reflection-answer-tags", "ban",
+                 "--retries-per-reflection", "2", "--retry-temperature", "0.7", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    config, counts = report["reflect_config"], report["counts"]
+    assert config["retries_per_reflection"] == 2 and config["retry_temperature"] == 0.7
+    assert list(config["reflection_bad_words"]) == ["<answer>", "</answer>"]
+    assert "{attempt}" not in report["reflection_prompts"]["retry_request"]
+    assert sum(report["retry_verdicts"].values()) == 2 * counts["first_try_failed"]
+    assert sum(report["retry_without_reflection_verdicts"].values()) == 2 * counts["first_try_failed"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--retries-per-reflection", "0"], "retries_per_reflection must be >= 1"),
+    (["--retry-temperature", "-0.5"], "retry_temperature must be >= 0"),
+])
+def test_eval_refuses_bad_values_before_loading_a_model(tmp_path, capsys, monkeypatch, flags, message):
+    import r3fast.evaluate
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the values were checked")
+
+    monkeypatch.setattr(r3fast.evaluate, "make_engine", no_model)
+    assert main(["eval", "--task", "countdown-easy", *SMALL, *flags, "--out", str(tmp_path / "e.json")]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_eval_function_calling_tasks(tiny_model, tmp_path):

@@ -174,3 +174,17 @@ def test_prompt_config_validation_and_from_dict():
     with pytest.raises(ValueError, match="unknown option"):
         get_task("countdown", num_shots=2)
     assert get_task("countdown", num_demos=0).prompt(countdown_instance([1, 2], 3)).messages[0]["role"] == "user"
+
+
+def test_every_control_request_restates_the_task_without_a_reflection():
+    from r3fast.prompts import CONTROL_REQUESTS, RETRY_LAYOUTS, ReflectionPrompts
+
+    for (layout, quote, feedback), template in CONTROL_REQUESTS.items():
+        assert layout in RETRY_LAYOUTS and "{task}" in template and "{reflection}" not in template
+        assert ("{attempt}" in template) == (layout == "fresh" and quote)  # continue: the chat holds the attempt
+        assert ("{feedback}" in template) == feedback
+        request = "Wrong: {feedback}. Why?" if feedback else "Why?"
+        prompts = ReflectionPrompts(retry_layout=layout, quote_attempt=quote, reflection_request=request)
+        assert prompts.control_template == template
+    # every valid protocol has its control
+    assert {(layout, True) for layout in RETRY_LAYOUTS} | {("fresh", False)} == {k[:2] for k in CONTROL_REQUESTS}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from r3fast.episode import Episode
 from r3fast.failures import failures_as_attempts, mine_failures, read_failures, write_failures
 from r3fast.prompts import ReflectionPrompts
 from r3fast.reflect import (
@@ -168,7 +169,8 @@ def test_groups_rewards_and_advantages(tiny_model):
     assert result.first_try_passed == sum(task.verify(a.instance, a.completion.text) for a in result.attempts)
     groups = {}
     for e in result.episodes:
-        assert e.reward == (1.0 if task.verify(None, e.retry_text) else 0.0) and e.retry_verdict == (e.reward == 1.0)
+        (text,) = e.retry_texts  # k = 1
+        assert e.reward == (1.0 if task.verify(None, text) else 0.0) and e.retry_verdicts == [e.reward == 1.0]
         assert not e.first_verdict
         groups.setdefault(e.group_id, []).append(e)
     assert all(len(g) == 4 for g in groups.values())
@@ -327,3 +329,167 @@ def test_fresh_retry_layout_quotes_attempt_and_reflection_in_the_task_prompt(tin
 def test_bad_reflection_prompts_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ReflectionPrompts(**kwargs)
+
+
+# -- graded rewards: k retries per reflection ---------------------------------------------------
+
+
+class TaggedPasses(WordTask):
+    """A text passes when it holds PASS: scripted retries decide every verdict."""
+
+    def verify(self, instance, text):
+        return "PASS" in text
+
+
+def test_k_retries_reward_is_the_fraction_that_pass(tiny_model):
+    _, tokenizer = tiny_model
+    k, group_size = 4, 3
+    failed = 2
+    retry_passes = [0, 1, 4, 2, 3, 4]  # for the failed * G reflections, in order: how many of the k retries pass
+
+    # prompts 0-1: first attempts (all fail); 2-3: reflections; then one prompt per reflection, whose
+    # sample s passes when s < retry_passes[reflection]
+    def reply(prompt, s):
+        return "fail" if prompt < 2 * failed else ("PASS" if s < retry_passes[prompt - 2 * failed] else "no")
+    engine = ScriptedEngine(tokenizer, reply)
+    config = ReflectConfig(group_size=group_size, retries_per_reflection=k, retry_temperature=0.7)
+    result = reflect_retry(engine, tokenizer, TaggedPasses(), instances(failed), config)
+    assert [len(e.retry_texts) for e in result.episodes] == [k] * failed * group_size
+    for e, passes in zip(result.episodes, retry_passes, strict=True):
+        assert e.retry_verdicts == [s < passes for s in range(k)]
+        assert e.reward == passes / k  # the oracle: the pass fraction of the scripted retries
+        assert e.rescued == (passes > 0)
+        assert len(e.retry_ids) == k and e.retry_ids[0] == tokenizer.encode(e.retry_texts[0], add_special_tokens=False)
+    # the k retries are one request with n = k per reflection (engines share its prefill)
+    assert len(engine.prompts) == failed + failed + failed * group_size
+    assert sum(result.retry_codes.values()) == failed * group_size * k
+    assert result.retry_passed_groups == 2
+    # the loss still covers the reflection tokens only
+    for e in result.episodes:
+        assert sum(e.reflection_mask) == len(e.reflection_ids)
+    # group 0's rewards (0, 1/4, 1) are mixed, so its advantages follow its rewards
+    group = [e for e in result.episodes if e.group_id == 0]
+    assert group[0].advantage < group[1].advantage < group[2].advantage
+
+
+def test_episodes_survive_a_json_round_trip(tiny_model):
+    _, tokenizer = tiny_model
+    engine = ScriptedEngine(tokenizer, lambda call, s: "PASS" if call >= 2 and s == 0 else "no")
+    config = ReflectConfig(group_size=2, retries_per_reflection=3, retry_temperature=1.0)
+    result = reflect_retry(engine, tokenizer, TaggedPasses(), instances(1), config)
+    for e in result.episodes:
+        again = Episode.from_dict(json.loads(json.dumps(e.to_dict())))
+        assert again == e and again.input_ids == e.input_ids and again.reward == 1 / 3
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"retries_per_reflection": 0}, "retries_per_reflection"),
+    ({"retry_temperature": -0.5}, "retry_temperature"),
+    ({"reflection_temperature": -1.0}, "reflection_temperature"),
+])
+def test_bad_reflect_config_values_name_the_field(kwargs, name):
+    with pytest.raises(ValueError, match=f"{name} must be >= "):
+        ReflectConfig(**kwargs)
+
+
+# -- the control: a retry without reflection ------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout, request_text", [
+    ("fresh", "Wrong: {feedback}. Why?"),
+    ("fresh", "What went wrong?"),
+    ("continue", "Wrong: {feedback}. Why?"),
+])
+def test_the_controls_prompt_holds_the_failed_attempt_and_not_the_reflection(tiny_model, layout, request_text):
+    _, tokenizer = tiny_model
+    prompts = ReflectionPrompts(retry_layout=layout, reflection_request=request_text)
+    task = WordTask()
+    task.verify = lambda instance, text: False
+    task.explain = lambda instance, text: Verdict("WRONG", "FEEDBACK-TEXT")
+    replies = {0: "ATTEMPT-TEXT", 1: "REFLECTION-TEXT"}
+    engine = ScriptedEngine(tokenizer, lambda call, s: replies.get(call, "retry"))
+    config = ReflectConfig(group_size=1, prompts=prompts)
+    result = reflect_retry(engine, tokenizer, task, instances(1), config, control=True)
+    (e,), (control,) = result.episodes, result.control
+    assert control.reflection is None and control.attempt is result.attempts[0]
+    assert engine.prompts[-1] == control.prompt_ids  # the control's request is the last one made
+    control_text = tokenizer.decode(control.prompt_ids)
+    retry_text = tokenizer.decode(e.retry_context_ids)
+    assert "REFLECTION-TEXT" in retry_text and "REFLECTION-TEXT" not in control_text
+    assert "ATTEMPT-TEXT" in control_text
+    assert control_text.count("Say the word apple") == 1 + (layout == "continue")  # the task restated once more
+    assert ("FEEDBACK-TEXT" in control_text) == ("{feedback}" in request_text)
+    assert control_text.endswith(GENERATION_PROMPTS["smollm2"])
+    # the control is the retry with the reflection removed: built by the same function
+    expected = chat_ids(tokenizer, retry_messages(result.attempts[0], prompts, None))
+    assert control.prompt_ids == expected
+    if layout == "continue":  # the chat with the failed attempt and a retry request, no reflection turn
+        assert request_text.split(":")[0] not in control_text
+
+
+def test_the_control_samples_like_the_retry_with_as_many_tries_as_a_group(tiny_model):
+    _, tokenizer = tiny_model
+    seen = []
+
+    class Recording(ScriptedEngine):
+        def generate(self, prompt_token_ids, params):
+            seen.append(params)
+            return super().generate(prompt_token_ids, params)
+
+    engine = Recording(tokenizer, lambda prompt, s: "PASS" if prompt == 5 and s == 5 else "no")  # 5: the control
+    config = ReflectConfig(group_size=3, retries_per_reflection=2, retry_temperature=0.7, top_p=0.9)
+    result = reflect_retry(engine, tokenizer, TaggedPasses(), instances(1), config, control=True)
+    retry, control = seen[2], seen[3]
+    assert (control.temperature, control.top_p, control.max_new_tokens) == (retry.temperature, retry.top_p,
+                                                                              retry.max_new_tokens)
+    assert (retry.n, control.n) == (2, 6)
+    assert result.control_passed == 1 and result.retry_passed_groups == 0
+    assert result.paired_rescues() == {(False, True): 1}
+    assert result.stats["control"].generated_tokens > 0
+
+
+def test_no_quote_retry_leaves_the_failed_answer_out(tiny_model):
+    _, tokenizer = tiny_model
+    prompts = ReflectionPrompts(retry_layout="fresh", quote_attempt=False)
+    task = WordTask()
+    task.verify = lambda instance, text: False
+    engine = ScriptedEngine(tokenizer, lambda call, s: {0: "ATTEMPT-TEXT", 1: "REFLECTION-TEXT"}.get(call, "x"))
+    result = reflect_retry(engine, tokenizer, task, instances(1), ReflectConfig(group_size=1, prompts=prompts),
+                           control=True)
+    retry_text = tokenizer.decode(result.episodes[0].retry_context_ids)
+    assert "REFLECTION-TEXT" in retry_text and "ATTEMPT-TEXT" not in retry_text
+    # without the quote and without feedback the control is the task prompt again: a resample
+    assert result.control[0].prompt_ids == result.attempts[0].prompt_ids
+    with pytest.raises(ValueError, match="quote_attempt=False needs retry_layout='fresh'"):
+        ReflectionPrompts(quote_attempt=False)
+
+
+def test_reflection_requests_by_name():
+    from r3fast.prompts import DIAGNOSIS_REFLECTION_REQUEST
+
+    assert ReflectionPrompts(reflection_request="diagnose").reflection_request == DIAGNOSIS_REFLECTION_REQUEST
+    assert "{feedback}" in DIAGNOSIS_REFLECTION_REQUEST
+
+
+@pytest.mark.parametrize("mode", ["ban", "stop"])
+def test_answer_tags_reach_the_reflections_sampling(tiny_model, mode):
+    from r3fast.reflect import reflection_tag_options
+
+    _, tokenizer = tiny_model
+    seen = []
+
+    class Recording(ScriptedEngine):
+        def generate(self, prompt_token_ids, params):
+            seen.append(params)
+            return super().generate(prompt_token_ids, params)
+
+    config = ReflectConfig(group_size=2, **reflection_tag_options(mode, "countdown-easy"))
+    task = WordTask()
+    task.verify = lambda instance, text: False
+    reflect_retry(Recording(tokenizer, lambda call, s: "x"), tokenizer, task, instances(1), config)
+    attempt, reflection, retry = seen
+    tags = ("<answer>", "</answer>")
+    assert (reflection.bad_words, reflection.stop) == ((tags, ()) if mode == "ban" else ((), tags))
+    assert attempt.bad_words == retry.bad_words == () and attempt.stop == retry.stop == ()
+    with pytest.raises(ValueError, match="must be one of"):
+        reflection_tag_options("forbid", "countdown-easy")

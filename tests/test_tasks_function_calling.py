@@ -1,5 +1,5 @@
 """Function-calling tasks: the xLAM loader (files, datasets, malformed rows), tool normalisation,
-and the synthetic generator, whose gold calls must pass the verifier and follow from the query."""
+prompts and the task registry (the generator has its own tests: test_tasks_fncall_generator.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,11 @@ import sys
 
 import pytest
 
-from r3fast.prompts import chat_template_inputs, render_calls
+from r3fast.prompts import chat_template_inputs
 from r3fast.tasks import get_task, load_instances, to_xlam_row
 from r3fast.tasks.files import MissingDependencyError
-from r3fast.tasks.function_calling import (
-    function_calling_instance,
-    generate_function_calling,
-    load_function_calling,
-    normalize_tool,
-)
-from r3fast.verify import check_function_calls
+from r3fast.tasks.fncall_generator import generate_function_calling
+from r3fast.tasks.function_calling import function_calling_instance, load_function_calling, normalize_tool
 
 # One row as xLAM-function-calling-60k writes it: flat parameter maps with Python type names.
 XLAM_ROW = {
@@ -155,55 +150,6 @@ def test_ids_are_stable_content_hashes():
     same = function_calling_instance("Add 1 and 2.", json.loads(json.dumps(inst.data["tools"])), inst.data["answers"], source_id=9)
     assert same.id == inst.id  # extra fields are not content
     assert function_calling_instance("Add 2 and 1.", inst.data["tools"], inst.data["answers"]).id != inst.id
-
-
-# --- synthetic generator --------------------------------------------------------------------
-
-
-def test_synthetic_golds_pass_the_verifier_in_every_written_form():
-    task = get_task("fncall-synthetic")
-    for inst in generate_function_calling(150, seed=0):
-        gold = inst.data["answers"]
-        assert check_function_calls(json.dumps(gold), gold)
-        assert check_function_calls(to_xlam_row(inst)["answers"], gold)
-        assert task.verify(inst, render_calls(gold, "json"))
-        assert task.verify(inst, render_calls(gold, "tool_call"))
-        assert task.explain(inst, render_calls(gold, "json")).code == "PASS"
-
-
-def test_synthetic_golds_follow_from_the_query():
-    for inst in generate_function_calling(150, seed=1):
-        query = inst.data["query"]
-        offered = {t["name"]: t for t in inst.data["tools"]}
-        for call in inst.data["answers"]:
-            schema = offered[call["name"]]["parameters"]
-            assert set(schema["required"]) <= set(call["arguments"]) <= set(schema["properties"])
-            for key, value in call["arguments"].items():
-                if isinstance(value, bool):
-                    assert value is True and "urgent" in query  # only stated flags are set
-                elif isinstance(value, int) and key in ("hour", "minute"):
-                    assert f"{value:02d}" in query
-                else:
-                    assert str(value) in query, (key, value, query)
-
-
-def test_synthetic_generator_is_seeded_and_varied():
-    a = generate_function_calling(40, seed=3)
-    assert a == generate_function_calling(40, seed=3)
-    assert a != generate_function_calling(40, seed=4)
-    assert len({i.id for i in a}) == 40
-    assert {len(i.data["answers"]) for i in a} == {1, 2}
-    assert any(len(i.data["tools"]) > len({c["name"] for c in i.data["answers"]}) for i in a)  # distractors
-    called = {c["name"] for i in a for c in i.data["answers"]}
-    assert len(called) == 5
-
-
-def test_wrong_calls_fail():
-    inst = generate_function_calling(1, seed=0)[0]
-    task = get_task("fncall-synthetic")
-    wrong = [{**c, "arguments": {**c["arguments"], "extra": 1}} for c in inst.data["answers"]]
-    assert not task.verify(inst, json.dumps(wrong))
-    assert not task.verify(inst, "I would call " + json.dumps(inst.data["answers"]))
 
 
 def test_prompt_carries_tools_both_ways():

@@ -44,7 +44,7 @@ def test_precedence_defaults_preset_file_overrides(tmp_path):
 @pytest.mark.parametrize("override,message", [
     ("loss.betaa=1", r"unknown config key 'loss.betaa'; allowed keys here: loss_type, beta"),
     ("nope.x=1", r"unknown config key 'nope'; allowed keys here: seed, .*model"),
-    ("loss.loss_type=ppo", r"'loss.loss_type' must be one of grpo, bnpo, dr_grpo, dapo; got 'ppo'"),
+    ("loss.loss_type=ppo", r"'loss.loss_type' must be one of grpo, bnpo, dr_grpo, dapo, cispo; got 'ppo'"),
     ("rollout.group_size=1", r"'rollout.group_size' must be >= 2"),
     ("rollout.group_size=2.5", r"'rollout.group_size' expects int, got 2.5"),
     ("deterministic=maybe", r"'deterministic' expects bool"),

@@ -17,16 +17,26 @@ N_SAMPLES = 7
 SPLIT = 5  # rank 0 gets 5 samples, rank 1 gets 2: different micro-batch counts per rank
 
 
-def run_updates(model, module, samples, dist, loss_type):
+def run_updates(model, module, samples, dist, loss_type, shared_prefix=True):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     for _ in range(2):
         grpo_update(module, model, optimizer, samples, loss_type=loss_type, beta=0.0, eps_low=0.2, eps_high=0.2,
                     num_iterations=1, micro_batch_size=2, old_logp_source="trainer", temperature=1.0,
-                    max_completion_length=8, max_grad_norm=0.0, pad_id=0, dist=dist)
+                    max_completion_length=8, max_grad_norm=0.0, pad_id=0, dist=dist, shared_prefix=shared_prefix)
+
+
+def paired_samples():
+    """random_samples whose contexts come in pairs (0, 1), (2, 3), ...: rank 0's micro-batches share a
+    context (the shared-prefix forward), rank 1's do not."""
+    samples = random_samples(N_SAMPLES)
+    for i in range(1, N_SAMPLES, 2):
+        samples[i].context_ids = list(samples[i - 1].context_ids)
+    return samples
 
 
 # Every loss_type's cross-rank normalisation, under both ways of holding the policy.
 CASES = [("grpo", "ddp"), ("dapo", "ddp"), ("bnpo", "ddp"), ("dr_grpo", "fsdp2"), ("dapo", "fsdp2")]
+SHARED_PREFIX_CASES = [("grpo", "ddp"), ("dapo", "fsdp2")]
 
 
 def worker(rank, world, init_file, out_path):
@@ -42,6 +52,14 @@ def worker(rank, world, init_file, out_path):
             module = wrap_policy(PolicyLoss(model), model, dist)
             run_updates(model, module, mine, dist, loss_type)
             results[(loss_type, strategy)] = {k: v.clone() for k, v in full_state_dict(model, dist).items()}
+        for loss_type, strategy in SHARED_PREFIX_CASES:
+            dist = DistContext(rank=rank, world_size=world, strategy=strategy)
+            model = tiny_policy()
+            samples = paired_samples()
+            mine = samples[:SPLIT] if rank == 0 else samples[SPLIT:]
+            run_updates(model, wrap_policy(PolicyLoss(model), model, dist), mine, dist, loss_type)
+            results[("shared-prefix", loss_type, strategy)] = {
+                k: v.clone() for k, v in full_state_dict(model, dist).items()}
         if rank == 0:
             torch.save(results, out_path)
     finally:
@@ -77,6 +95,15 @@ def test_two_gloo_ranks_equal_one_process(two_rank_results, loss_type, strategy)
         changed += not torch.equal(value, start[name])
         torch.testing.assert_close(distributed[name], value, rtol=1e-5, atol=1e-7, msg=name)
     assert changed > 0  # the updates did something
+
+
+@pytest.mark.parametrize("loss_type,strategy", SHARED_PREFIX_CASES)
+def test_shared_prefix_on_two_gloo_ranks_equals_one_unshared_process(two_rank_results, loss_type, strategy):
+    model = tiny_policy()
+    run_updates(model, PolicyLoss(model), paired_samples(), DistContext(), loss_type, shared_prefix=False)
+    distributed = two_rank_results[("shared-prefix", loss_type, strategy)]
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(distributed[name], value, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_single_process_context_is_a_no_op():

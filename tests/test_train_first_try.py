@@ -39,18 +39,21 @@ def test_samples_carry_group_advantages_of_the_verifier_rewards(tiny_model):
     batch = first_try_batch(HFEngine(model, tokenizer, batch_size=8), tokenizer, task, instances, params)
 
     assert batch.groups == 5 and len(batch.rewards) == 20
-    expected = group_advantages(batch.rewards, [g for g in range(5) for _ in range(4)])
+    group_ids = [g for g in range(5) for _ in range(4)]
+    expected = group_advantages(batch.rewards, group_ids)
     assert batch.flat_groups == len(expected.flat_groups)
-    kept = [(g, a) for g, a in zip([g for g in range(5) for _ in range(4)], expected.advantages, strict=True)
-            if g not in expected.flat_groups]
-    assert [s.advantage for s in batch.samples] == pytest.approx([a for _, a in kept])
+    # every attempt is a sample (flat groups count in the loss's normalisation), with an exact 0 there
+    assert [s.advantage for s in batch.samples] == pytest.approx(expected.advantages)
+    assert all(s.advantage == 0.0 for s, g in zip(batch.samples, group_ids, strict=True) if g in expected.flat_groups)
     contexts = {g: chat_ids(tokenizer, task.prompt(instances[g]).messages) for g in range(5)}
-    assert [s.context_ids for s in batch.samples] == [contexts[g] for g, _ in kept]
+    assert [s.context_ids for s in batch.samples] == [contexts[g] for g in group_ids]
     # a sample's reward is the verifier's verdict on the decoded completion
-    for s, (_, a) in zip(batch.samples, kept, strict=True):
+    for s, reward, a in zip(batch.samples, batch.rewards, expected.advantages, strict=True):
         passed = task.verify(None, tokenizer.decode(s.completion_ids, skip_special_tokens=True))
-        assert (a > 0) == passed
-        assert len(s.old_logprobs) == len(s.completion_ids)
+        assert reward == (1.0 if passed else 0.0)
+        assert a == 0.0 or (a > 0) == passed
+        assert len(s.sampling_logprobs) == len(s.completion_ids)
+    assert 0 < batch.flat_groups < 5  # the seed gives both kinds of group
 
 
 @pytest.mark.parametrize("n, temperature", [(1, 1.0), (4, 0.0)])

@@ -16,7 +16,7 @@ def fails(instances, seed):
 
 
 def online(rank=0, world=1, exclude=frozenset(), instances=()):
-    return FailurePool(source="online", rank=rank, world_size=world, seed=3, exclude_ids=set(exclude),
+    return FailurePool(source="online", data_rank=rank, data_world=world, seed=3, exclude_ids=set(exclude),
                        mining_batch=20, mine=fails, instances=instances,
                        generate_instances=None if instances else lambda n, seed: load_instances(
                            "countdown-easy", n=n, seed=seed), failure_id=lambda f: f["id"])
@@ -55,20 +55,20 @@ def test_fixed_instance_lists_repeat_in_seeded_epochs():
 
 def test_offline_walks_the_failure_dataset_rank_strided():
     failures = [{"id": f"f{i}"} for i in range(10)]
-    pools = [FailurePool(source="offline", rank=r, world_size=2, seed=0, exclude_ids={"f0"}, failures=failures,
+    pools = [FailurePool(source="offline", data_rank=r, data_world=2, seed=0, exclude_ids={"f0"}, failures=failures,
                          failure_id=lambda f: f["id"]) for r in (0, 1)]
     a, b = (p.take(4, seed=0) for p in pools)
     assert not {f["id"] for f in a} & {f["id"] for f in b}
     assert "f0" not in {f["id"] for f in a + b}
     with pytest.raises(ValueError, match="held-out"):
-        FailurePool(source="offline", rank=0, world_size=1, seed=0, exclude_ids={"f0"}, failures=failures[:1],
+        FailurePool(source="offline", data_rank=0, data_world=1, seed=0, exclude_ids={"f0"}, failures=failures[:1],
                     failure_id=lambda f: f["id"])
 
 
 def test_a_model_that_fails_nothing_never_makes_mining_loop_forever():
     from r3fast.train.pool import MAX_MINING_ROUNDS
 
-    pool = FailurePool(source="online", rank=0, world_size=1, seed=0, exclude_ids=set(), mining_batch=4,
+    pool = FailurePool(source="online", data_rank=0, data_world=1, seed=0, exclude_ids=set(), mining_batch=4,
                        mine=lambda instances, seed: [], generate_instances=lambda n, seed: load_instances(
                            "countdown-easy", n=n, seed=seed))
     assert pool.take(3, seed=0) == []

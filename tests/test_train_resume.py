@@ -1,19 +1,21 @@
 """kill -9 during training and during a checkpoint write; the resumed run ends bit-identical.
 
-Runs the real trainer (tiny-random, HFEngine, reflect-retry pipeline) in subprocesses with
-deterministic settings; see train_run_script.py.
+Runs the real trainer (tiny-random, HFEngine, reflect-retry pipeline with k = 2 sampled retries per
+reflection, so rewards are graded) in subprocesses with deterministic settings; see train_run_script.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from train_run_script import STEPS
@@ -102,3 +104,31 @@ def test_sigkill_in_training_and_in_checkpoint_write_resumes_bit_identical(tmp_p
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     assert [r["stage"] for r in rows] == ["first_try"] + ["r3"] * (STEPS - 1)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rollout.retries_per_reflection=0", "config key 'rollout.retries_per_reflection' must be >= 1"),
+    ("rollout.retry_temperature=-0.1", "config key 'rollout.retry_temperature' must be >= 0"),
+    ("rollout.reflection_temperature=-1", "config key 'rollout.reflection_temperature' must be > 0"),
+    ("rollout.reflection_answer_tags=hide", "config key 'rollout.reflection_answer_tags' must be one of"),
+    ("task.quote_attempt=false", "config key 'task.quote_attempt' can be false only with task.retry_layout=fresh"),
+])
+def test_bad_reflection_protocol_values_are_refused_before_anything_loads(override, message):
+    from r3fast.train.config import load_config
+
+    # a model name that cannot load: the config must fail first, on its own check
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_config(preset="countdown-cpu", overrides=["model.name=/nonexistent", "task.retry_layout=continue", override])
+
+
+def test_interleaved_stage_spreads_the_first_try_steps():
+    from r3fast.train.config import load_config
+    from r3fast.train.trainer import is_first_try_step
+
+    cfg = load_config(preset="countdown-cpu", overrides=["schedule.steps=10", "stage.first_try_steps=4"])
+    assert [s for s in range(1, 11) if is_first_try_step(s, cfg)] == [1, 2, 3, 4]
+    cfg = load_config(preset="countdown-cpu", overrides=["schedule.steps=10", "stage.first_try_steps=4",
+                                                          "stage.interleave=true"])
+    warm = [s for s in range(1, 11) if is_first_try_step(s, cfg)]
+    assert warm == [1, 3, 6, 8]  # step 1 warms up: R3 needs an answering policy
+    assert all(b - a <= 3 for a, b in zip([0, *warm], warm, strict=False))  # evenly spread, never 3 R3 steps in a row

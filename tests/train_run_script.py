@@ -22,7 +22,7 @@ OVERRIDES = [
     f"schedule.steps={STEPS}", "schedule.warmup_steps=1", "checkpoint.every=1", "checkpoint.keep_last=2",
     "stage.first_try_steps=1", "stage.first_try_group_size=3",  # step 1: the first-try stage; then R3
     "rollout.group_size=3", "rollout.attempt_max_new_tokens=5", "rollout.reflection_max_new_tokens=5",
-    "rollout.reflection_temperature=1.0", "rollout.retry_temperature=1.0",
+    "rollout.reflection_temperature=1.0", "rollout.retry_temperature=1.0", "rollout.retries_per_reflection=2",
     "optimizer.lr=1e-3", "loss.micro_batch_size=4", "logging.progress=false", "logging.tensorboard=false",
 ]
 

@@ -48,15 +48,25 @@ def load_task_and_instances(args):
 
 
 def add_parser(subparsers) -> None:
+    from r3fast.reflect import REFLECTION_ANSWER_TAGS
+
     p = subparsers.add_parser("eval", help="first-try and second-try accuracy of a model on a task")
     add_task_model_args(p)
     p.add_argument("--reflection-max-new-tokens", type=int, default=64, help="token budget of the reflection")
     p.add_argument("--reflection-temperature", type=float, default=0.0, help="0: greedy reflection (deterministic)")
     p.add_argument("--reflection-request", default=None,
-                   help="user turn asking for the reflection; may quote the verifier's {feedback} (default: the paper's)")
+                   help="user turn asking for the reflection, or a name (paper, diagnose); may quote the verifier's "
+                        "{feedback} (default: the paper's)")
+    p.add_argument("--reflection-answer-tags", default="allow", choices=REFLECTION_ANSWER_TAGS,
+                   help="the task's answer tags in a reflection: allowed, banned while sampling, or ending it")
     p.add_argument("--retry-layout", default="continue", choices=("continue", "fresh"),
                    help="continue the chat for the retry, or a fresh task prompt quoting attempt and reflection")
     p.add_argument("--retry-request", default=None, help="retry user turn with {task} (fresh: also {attempt}, {reflection})")
+    p.add_argument("--no-quote-attempt", action="store_true",
+                   help="fresh layout: the retry and its control do not quote the failed answer")
+    p.add_argument("--retries-per-reflection", type=int, default=1,
+                   help="k retries after each reflection (and k x G for the control without reflection)")
+    p.add_argument("--retry-temperature", type=float, default=0.0, help="0: greedy retries (deterministic)")
     p.set_defaults(run=run)
 
 
@@ -65,18 +75,24 @@ def run(args) -> int:
 
     from r3fast.evaluate import EVAL_REFLECT, evaluate, format_report, make_engine
     from r3fast.prompts import ReflectionPrompts
+    from r3fast.reflect import reflection_tag_options
 
     prompts = ReflectionPrompts(retry_layout=args.retry_layout, retry_request=args.retry_request,
+                                quote_attempt=not args.no_quote_attempt,
                                 **({} if args.reflection_request is None else {"reflection_request": args.reflection_request}))
-    task, instances = load_task_and_instances(args)
+    # checked before the model loads: the config's own checks name the flag's field
     config = replace(
         EVAL_REFLECT,
         attempt_max_new_tokens=args.max_new_tokens,
         reflection_max_new_tokens=args.reflection_max_new_tokens,
         reflection_temperature=args.reflection_temperature,
+        retry_temperature=args.retry_temperature,
+        retries_per_reflection=args.retries_per_reflection,
+        **reflection_tag_options(args.reflection_answer_tags, args.task),
         prompts=prompts,
         seed=args.seed,
     )
+    task, instances = load_task_and_instances(args)
     engine, tokenizer = make_engine(args.engine, args.model, batch_size=args.batch_size)
     report = evaluate(engine, tokenizer, task, instances, config, progress=not args.no_progress)
     report = {"model": args.model, "seed": args.seed, "engine": args.engine, **report}

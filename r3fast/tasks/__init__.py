@@ -12,7 +12,7 @@ Names:
     countdown-easy     generated, 2-3 numbers in 1-10, targets <= 30, or a file
     function_calling   an xLAM/APIGen file or `datasets.Dataset` (source= is required)
     bfcl               BFCL single-turn data from the bfcl-eval package (categories=, data_dir=)
-    fncall-synthetic   generated function-calling instances
+    fncall-synthetic   generated function-calling instances over ~250 tools (r3fast.tasks.fncall_generator)
 """
 
 from __future__ import annotations
@@ -25,14 +25,11 @@ from typing import Any
 
 from r3fast.prompts import PromptConfig
 from r3fast.tasks.base import Instance, Prompt, Task
-from r3fast.tasks.bfcl import BFCL_CATEGORIES, import_bfcl, load_bfcl
+from r3fast.tasks.bfcl import BFCL_CATEGORIES, bfcl_held_out, import_bfcl, load_bfcl
 from r3fast.tasks.countdown import PRESETS, CountdownConfig, CountdownTask, generate_countdown, load_countdown
-from r3fast.tasks.function_calling import (
-    FunctionCallingTask,
-    generate_function_calling,
-    load_function_calling,
-    to_xlam_row,
-)
+from r3fast.tasks.fncall_generator import generate_function_calling
+from r3fast.tasks.function_calling import FunctionCallingTask, load_function_calling, to_xlam_row
+from r3fast.tasks.heldout import HeldOut, check_disjoint, held_out_from
 
 TASK_NAMES = ("countdown", "countdown-easy", "function_calling", "bfcl", "fncall-synthetic")
 
@@ -105,6 +102,14 @@ def load_instances(
     return generate_function_calling(n, seed)
 
 
+def held_out_source(name: str) -> HeldOut:
+    """All that training must not share with held-out task `name`: for bfcl, every BFCL question of
+    every category (converted or not), so the other categories stay fit for evaluation too."""
+    if name == "bfcl":
+        return bfcl_held_out()
+    return held_out_from(load_instances(name))
+
+
 __all__ = [
     "BFCL_CATEGORIES",
     "PRESETS",
@@ -112,12 +117,15 @@ __all__ = [
     "CountdownConfig",
     "CountdownTask",
     "FunctionCallingTask",
+    "HeldOut",
     "Instance",
     "Prompt",
     "Task",
+    "check_disjoint",
     "generate_countdown",
     "generate_function_calling",
     "get_task",
+    "held_out_source",
     "import_bfcl",
     "load_bfcl",
     "load_countdown",

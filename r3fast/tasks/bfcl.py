@@ -14,7 +14,9 @@ instance is converted only when each argument has exactly one acceptable outcome
     ["", v, ...]     -> SKIPPED: leaving it out and setting it would both be right
 Dict-valued arguments hold such lists per key and follow the same rule, recursively. Questions
 that are not exactly one user message (some live entries add a system turn) are skipped too.
-`import_bfcl` returns the instances with the count skipped for each reason. On bfcl-eval
+`import_bfcl` returns the instances with the count skipped for each reason. `bfcl_held_out` collects
+every function name and user request of the raw questions, converted or not, for
+r3fast.tasks.heldout.check_disjoint: training data must share none of them. On bfcl-eval
 2026.3.23 this converts 137 of 400 simple_python questions (34%), 64/200 multiple, 78/200
 parallel, 49/200 parallel_multiple, and 881 of 2351 (37%) over all eight categories.
 """
@@ -33,6 +35,7 @@ from typing import Any
 from r3fast.tasks.base import Instance
 from r3fast.tasks.files import MissingDependencyError, read_rows, require_mapping
 from r3fast.tasks.function_calling import function_calling_instance
+from r3fast.tasks.heldout import HeldOut, normalise_query
 
 # Single-turn categories whose answers are function calls (not Java/JavaScript source, not multi-turn).
 BFCL_CATEGORIES = (
@@ -182,3 +185,30 @@ def import_bfcl(categories: str | Sequence[str] = ("simple_python",), data_dir: 
 
 def load_bfcl(categories: str | Sequence[str] = ("simple_python",), data_dir: str | Path | None = None) -> list[Instance]:
     return import_bfcl(categories, data_dir).instances
+
+
+def _user_turns(question: Any) -> list[str]:
+    """Every user message of a question, however many turns it has."""
+    turns = question if isinstance(question, list) else [question]
+    messages = [m for t in turns for m in (t if isinstance(t, list) else [t])]
+    return [m["content"] for m in messages
+            if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str)]
+
+
+def bfcl_held_out(categories: str | Sequence[str] = BFCL_CATEGORIES, data_dir: str | Path | None = None) -> HeldOut:
+    """The function names and user requests of every BFCL question in `categories`, converted or not."""
+    if isinstance(categories, str):
+        categories = (categories,)
+    root = Path(data_dir) if data_dir is not None else bfcl_data_dir()
+    names: set[str] = set()
+    queries: set[str] = set()
+    for category in categories:
+        questions_path, _ = bfcl_files(category, root)
+        for where, row in read_rows(questions_path):
+            row = require_mapping(row, where)
+            functions = row.get("function", [])
+            for function in functions if isinstance(functions, list) else [functions]:
+                if isinstance(function, dict) and isinstance(function.get("name"), str):
+                    names.add(function["name"])
+            queries.update(normalise_query(q) for q in _user_turns(row.get("question")))
+    return HeldOut(function_names=frozenset(names), queries=frozenset(queries))

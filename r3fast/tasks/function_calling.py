@@ -5,8 +5,7 @@ Tools are kept in one form, JSON-schema parameters (`{"type": "object", "propert
 which is what chat templates render and what the BFCL importer produces. xLAM's flat parameter
 maps (`{"city": {"type": "str, optional", "description": ...}}`) are converted on load.
 
-`generate_function_calling` makes small seeded instances whose gold calls follow from the query,
-for tests and smoke runs without a dataset.
+Generated instances (task `fncall-synthetic`) come from r3fast.tasks.fncall_generator.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -160,119 +158,6 @@ def to_xlam_row(instance: Instance) -> dict:
     }
 
 
-# ---------------------------------------------------------------------------
-# Seeded synthetic instances
-# ---------------------------------------------------------------------------
-
-def _tool(name: str, description: str, properties: dict, required: list[str]) -> dict:
-    return {"name": name, "description": description,
-            "parameters": {"type": "object", "properties": properties, "required": required}}
-
-
-SYNTHETIC_TOOLS = (
-    _tool("get_weather", "Current weather in a city.", {
-        "city": {"type": "string", "description": "City name."},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "description": "Temperature unit."},
-    }, ["city"]),
-    _tool("convert_currency", "Convert an amount of money between currencies.", {
-        "amount": {"type": "number", "description": "Amount to convert."},
-        "from_currency": {"type": "string", "description": "ISO code to convert from."},
-        "to_currency": {"type": "string", "description": "ISO code to convert to."},
-    }, ["amount", "from_currency", "to_currency"]),
-    _tool("set_alarm", "Set an alarm clock.", {
-        "hour": {"type": "integer", "description": "Hour, 0-23."},
-        "minute": {"type": "integer", "description": "Minute, 0-59."},
-        "label": {"type": "string", "description": "Optional label."},
-    }, ["hour", "minute"]),
-    _tool("find_flights", "Search flights between two airports on a date.", {
-        "origin": {"type": "string", "description": "IATA code of the departure airport."},
-        "destination": {"type": "string", "description": "IATA code of the arrival airport."},
-        "date": {"type": "string", "description": "Date as YYYY-MM-DD."},
-        "passengers": {"type": "integer", "description": "Number of passengers."},
-    }, ["origin", "destination", "date"]),
-    _tool("send_email", "Send an email.", {
-        "to": {"type": "string", "description": "Recipient address."},
-        "subject": {"type": "string", "description": "Subject line."},
-        "urgent": {"type": "boolean", "description": "Mark as urgent."},
-    }, ["to", "subject"]),
-)
-
-_CITIES = ("Paris", "Tokyo", "Lima", "Oslo", "Nairobi", "Toronto", "Hanoi", "Madrid")
-_CURRENCIES = ("USD", "EUR", "JPY", "GBP", "CHF", "INR")
-_AIRPORTS = ("JFK", "LHR", "CDG", "NRT", "SFO", "DXB", "SYD")
-_NAMES = ("ana", "bo", "chen", "dara", "eli", "femi")
-_SUBJECTS = ("Quarterly report", "Lunch on Friday", "Server outage", "Welcome aboard")
-_LABELS = ("gym", "meeting", "medicine", "school run")
-
-
-def _synthetic_call(rng: random.Random, tool_name: str) -> tuple[str, dict]:
-    """(request sentence, gold arguments) for one call; every argument value is stated in the sentence."""
-    if tool_name == "get_weather":
-        city = rng.choice(_CITIES)
-        if rng.random() < 0.5:
-            return f"what is the weather in {city}", {"city": city}
-        unit = rng.choice(("celsius", "fahrenheit"))
-        return f"what is the weather in {city} in {unit}", {"city": city, "unit": unit}
-    if tool_name == "convert_currency":
-        amount = rng.choice((rng.randint(1, 5000), round(rng.uniform(1, 500), 2)))
-        src, dst = rng.sample(_CURRENCIES, 2)
-        return f"convert {amount} {src} to {dst}", {"amount": amount, "from_currency": src, "to_currency": dst}
-    if tool_name == "set_alarm":
-        hour, minute = rng.randint(0, 23), rng.randint(0, 59)
-        if rng.random() < 0.5:
-            return f"set an alarm for {hour:02d}:{minute:02d}", {"hour": hour, "minute": minute}
-        label = rng.choice(_LABELS)
-        return (f"set an alarm for {hour:02d}:{minute:02d} labelled '{label}'",
-                {"hour": hour, "minute": minute, "label": label})
-    if tool_name == "find_flights":
-        origin, destination = rng.sample(_AIRPORTS, 2)
-        date = f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-        args = {"origin": origin, "destination": destination, "date": date}
-        sentence = f"find flights from {origin} to {destination} on {date}"
-        if rng.random() < 0.5:
-            args["passengers"] = rng.randint(2, 6)
-            sentence += f" for {args['passengers']} passengers"
-        return sentence, args
-    if tool_name == "send_email":
-        to, subject = f"{rng.choice(_NAMES)}@example.com", rng.choice(_SUBJECTS)
-        if rng.random() < 0.5:
-            return f"send an email to {to} with the subject '{subject}'", {"to": to, "subject": subject}
-        return (f"send an urgent email to {to} with the subject '{subject}'",
-                {"to": to, "subject": subject, "urgent": True})
-    raise ValueError(f"no synthetic generator for tool {tool_name!r}")
-
-
-def generate_function_calling(n: int, seed: int = 0) -> list[Instance]:
-    """`n` distinct instances: one or two calls, the called tools plus up to two distractors offered."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    rng = random.Random(seed)
-    by_name = {t["name"]: t for t in SYNTHETIC_TOOLS}
-    instances: list[Instance] = []
-    seen: set[str] = set()
-    for _ in range(100 * n + 1000):
-        if len(instances) == n:
-            break
-        called = rng.sample(sorted(by_name), rng.choice((1, 1, 2)))
-        sentences, answers = [], []
-        for name in called:
-            sentence, args = _synthetic_call(rng, name)
-            sentences.append(sentence)
-            answers.append({"name": name, "arguments": args})
-        query = " and ".join(sentences)
-        query = query[0].upper() + query[1:] + "."
-        distractors = rng.sample([k for k in sorted(by_name) if k not in called], rng.randint(0, 2))
-        offered = called + distractors
-        rng.shuffle(offered)
-        instance = function_calling_instance(query, [by_name[k] for k in offered], answers)
-        if instance.id not in seen:
-            seen.add(instance.id)
-            instances.append(instance)
-    if len(instances) < n:
-        raise ValueError(f"the synthetic generator gave only {len(instances)} distinct instances of the {n} asked for")
-    return instances
-
-
 def function_calling_prompt(instance: Instance, config: PromptConfig) -> Prompt:
     """Tools written into the last user turn and given as `tools` too (r3fast.prompts says which is used)."""
     task_text = function_calling_user_turn(instance.data["query"], config)
@@ -300,6 +185,11 @@ class FunctionCallingTask:
         return check_function_calls(text, instance.data["answers"])
 
     def explain(self, instance: Instance, text: str):
-        from r3fast.verify import explain_function_calls
+        """The verifier's verdict, its reason worded from the tool schemas (r3fast.verify.feedback)."""
+        from r3fast.verify import Verdict, explain_function_calls
+        from r3fast.verify.feedback import function_call_feedback
 
-        return explain_function_calls(text, instance.data["answers"])
+        code = explain_function_calls(text, instance.data["answers"]).code
+        reason = function_call_feedback(text, code, instance.data["answers"], instance.data["tools"],
+                                        self.prompt_config.tool_call_format)
+        return Verdict(code, reason)

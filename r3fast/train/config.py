@@ -44,6 +44,7 @@ class TaskConfig:
     reflection_request: str = ""           # user turn asking for a reflection; empty: r3fast.prompts' default
     retry_request: str = ""                # user turn asking for the retry, with {task}; empty: the layout's default
     retry_layout: str = choice("continue", "fresh")  # continue the chat, or a fresh task prompt quoting attempt + reflection
+    quote_attempt: bool = True             # fresh layout: the retry quotes the failed answer (false: only the reflection)
 
 
 @dataclass
@@ -55,6 +56,9 @@ class DataConfig:
     seed: int = 0                          # seed of the training instance stream and its order
     eval_size: int = 100                   # held-out instances for the before/after evaluation (0: skip it)
     eval_seed: int = 1_000_003             # seed of the held-out instances: never drawn for training
+    # held-out set from another source: "bfcl" evaluates its simple_python questions, and training must share
+    # no function name or request with any BFCL question (checked); empty: eval_size instances of task.name
+    eval_task: str = choice("", "bfcl")
 
 
 @dataclass
@@ -66,9 +70,12 @@ class RolloutConfig:
     reflection_max_new_tokens: int = 48    # budget of a self-reflection: the span that gets the loss
     reflection_temperature: float = 0.7    # reflections must differ within a group, yet stay coherent
     retry_temperature: float = 0.0         # greedy retries: the reward measures the reflection, not luck
+    retries_per_reflection: int = 1        # k retries after each reflection; reward = the fraction that pass (1: binary)
+    reflection_answer_tags: str = choice("allow", "ban", "stop")  # the task's answer tags in a reflection: banned, or ending it
     top_p: float = 1.0                     # nucleus mass for sampled turns
     batch_size: int = 32                   # prompts the engine decodes at once
     gpu_memory_utilization: float = 0.3    # vLLM only: share of GPU memory for its KV cache (colocated)
+    tensor_parallel_size: int = 1          # vLLM only: GPUs per engine; under torchrun, groups of this many ranks share one
 
 
 @dataclass
@@ -76,11 +83,13 @@ class StageConfig:
     first_try_steps: int = 0               # warm-up stage: the first N of schedule.steps train first attempts with plain GRPO (0: R3 only)
     first_try_group_size: int = 8          # G sampled first attempts per task in that stage
     first_try_temperature: float = 1.0     # their sampling temperature (the loss uses the same)
+    interleave: bool = False               # spread the first-try steps evenly among the R3 steps instead of first
 
 
 @dataclass
 class LossConfig:
-    loss_type: str = choice("grpo", "bnpo", "dr_grpo", "dapo")  # normalisation, as TRL's GRPOTrainer defines it
+    # normalisation as TRL's GRPOTrainer defines it; cispo: MiniMax-M1's loss, -min(r, eps_high).detach() * A * logp
+    loss_type: str = choice("grpo", "bnpo", "dr_grpo", "dapo", "cispo")
     beta: float = 0.0                      # k3 KL weight against a frozen reference (the paper: 0.001); 0 loads none
     eps_low: float = 0.2                   # ratio clipped below at 1 - eps_low
     eps_high: float = 0.2                  # ratio clipped above at 1 + eps_high (DAPO: 0.28)
@@ -89,6 +98,12 @@ class LossConfig:
     old_logp: str = choice("trainer", "engine")  # trainer: the policy's, from the first pass over a batch; engine: the sampler's
     scale_rewards: bool = True             # divide group advantages by the group std (False: Dr. GRPO)
     backend: str = choice("auto", "torch", "triton")  # fused loss implementation (auto: triton on CUDA)
+    shared_prefix: bool = True             # forward a context its group shares once, not G times (same gradients)
+    # weight each token's loss by exp(trainer's old logp - engine's logp), per token or summed per
+    # sequence, truncated at the cap or zeroed above it (TRL 1.16's vllm_importance_sampling_mode); null: off
+    sampling_correction: str | None = choice(None, "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+    sampling_cap: float = 3.0              # the cap on that ratio (TRL's vllm_importance_sampling_cap)
+    importance_sampling_level: str = choice("token", "sequence")  # sequence: GSPO, one ratio per sequence
 
 
 @dataclass
@@ -161,9 +176,11 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "rollout.attempt_temperature": (lambda v: v >= 0, ">= 0"),
     "rollout.reflection_temperature": (lambda v: v > 0, "> 0 (greedy reflections would all be equal)"),
     "rollout.retry_temperature": (lambda v: v >= 0, ">= 0"),
+    "rollout.retries_per_reflection": (lambda v: v >= 1, ">= 1 (each reflection needs a retry to be rewarded)"),
     "rollout.top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "rollout.batch_size": (lambda v: v >= 1, ">= 1"),
     "rollout.gpu_memory_utilization": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "rollout.tensor_parallel_size": (lambda v: v >= 1, ">= 1"),
     "stage.first_try_steps": (lambda v: v >= 0, ">= 0"),
     "stage.first_try_group_size": (lambda v: v >= 2, ">= 2 (a group of one has no baseline)"),
     "stage.first_try_temperature": (lambda v: v > 0, "> 0 (greedy attempts would all be equal)"),
@@ -172,6 +189,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "loss.eps_high": (lambda v: v >= 0, ">= 0"),
     "loss.num_iterations": (lambda v: v >= 1, ">= 1"),
     "loss.micro_batch_size": (lambda v: v >= 1, ">= 1"),
+    "loss.sampling_cap": (lambda v: v > 1, "> 1 (a cap of 1 or less would cut the on-policy ratio of 1)"),
     "optimizer.lr": (lambda v: v > 0, "> 0"),
     "optimizer.weight_decay": (lambda v: v >= 0, ">= 0"),
     "optimizer.beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -205,10 +223,11 @@ def _coerce(key: str, value: Any, expected: type, f: dataclasses.Field) -> Any:
     if value is None and expected is str:
         value = ""
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ValueError(f"config key {key!r} expects {expected.__name__}, got {value!r}")
+        raise ValueError(f"config key {key!r} expects {getattr(expected, '__name__', expected)}, got {value!r}")
     choices = f.metadata.get("choices")
     if choices and value not in choices:
-        raise ValueError(f"config key {key!r} must be one of {', '.join(choices)}; got {value!r}")
+        shown = ", ".join("null" if c is None else c for c in choices)
+        raise ValueError(f"config key {key!r} must be one of {shown}; got {value!r}")
     return value
 
 
@@ -239,8 +258,20 @@ def _check_ranges(cfg: TrainConfig) -> None:
     if cfg.stage.first_try_steps > cfg.schedule.steps:
         raise ValueError(f"config key 'stage.first_try_steps' must be <= schedule.steps ({cfg.schedule.steps}); "
                          f"got {cfg.stage.first_try_steps} (shortening a run? lower the stage too)")
+    if cfg.loss.sampling_correction and cfg.loss.old_logp == "engine":
+        raise ValueError("config key 'loss.sampling_correction' needs loss.old_logp=trainer: with old_logp=engine "
+                         "the ratio it corrects by is the engine's against itself, always 1")
+    if not cfg.task.quote_attempt and cfg.task.retry_layout != "fresh":
+        raise ValueError("config key 'task.quote_attempt' can be false only with task.retry_layout=fresh: "
+                         "the continued chat holds the failed attempt")
+    if cfg.data.eval_task and cfg.task.name.startswith("countdown"):
+        raise ValueError(f"config key 'data.eval_task' ({cfg.data.eval_task!r}) holds function-calling questions; "
+                         f"task.name must be a function-calling task, got {cfg.task.name!r}")
     if cfg.data.source == "offline" and not cfg.data.failures_path:
         raise ValueError("config key 'data.failures_path' must name a failure dataset JSONL when data.source=offline")
+    if cfg.rollout.tensor_parallel_size > 1 and cfg.rollout.engine == "hf":
+        raise ValueError(f"config key 'rollout.tensor_parallel_size' ({cfg.rollout.tensor_parallel_size}) > 1 shards "
+                         f"a vLLM engine; rollout.engine=hf samples with the policy itself: use vllm or auto")
 
 
 def get_key(cfg: TrainConfig, key: str) -> Any:

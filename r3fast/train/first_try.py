@@ -22,10 +22,10 @@ from r3fast.train.update import TrainingSample
 
 @dataclass
 class FirstTryBatch:
-    samples: list[TrainingSample]          # attempts of groups with signal, advantages set
+    samples: list[TrainingSample]          # every attempt, group-major, advantages set (0 in flat groups)
     rewards: list[float]                   # every attempt's reward, group-major
     groups: int                            # instances attempted (one group each)
-    flat_groups: int                       # groups whose rewards are all equal: not trained on
+    flat_groups: int                       # groups whose rewards are all equal: counted in the loss, no signal
 
 
 def first_try_batch(
@@ -45,20 +45,16 @@ def first_try_batch(
     takes_tools = template_takes_tools(getattr(tokenizer, "chat_template", None))
     contexts = [chat_ids(tokenizer, *chat_template_inputs(task.prompt(i), takes_tools)) for i in instances]
     outs = engine.generate(contexts, params)
-    rewards, group_ids, flat_samples = [], [], []
+    rewards, group_ids, samples = [], [], []
     for g, (instance, context, completions) in enumerate(zip(instances, contexts, outs, strict=True)):
         for c in completions:
             rewards.append(1.0 if task.verify(instance, c.text) else 0.0)
             group_ids.append(g)
-            flat_samples.append(TrainingSample(context, list(c.token_ids), 0.0, list(c.logprobs)))
+            samples.append(TrainingSample(context, list(c.token_ids), 0.0, list(c.logprobs)))
     if stats is not None:
         stats.prompt_tokens += sum(len(c) for c in contexts)
-        stats.generated_tokens += sum(len(s.completion_ids) for s in flat_samples)
+        stats.generated_tokens += sum(len(s.completion_ids) for s in samples)
     result = group_advantages(rewards, group_ids, scale_std=scale_rewards)
-    flat = set(result.flat_groups)
-    samples = []
-    for sample, advantage, g in zip(flat_samples, result.advantages, group_ids, strict=True):
-        if g not in flat and sample.completion_ids:
-            sample.advantage = advantage
-            samples.append(sample)
-    return FirstTryBatch(samples, rewards, len(instances), len(flat))
+    for sample, advantage in zip(samples, result.advantages, strict=True):
+        sample.advantage = advantage
+    return FirstTryBatch(samples, rewards, len(instances), len(result.flat_groups))

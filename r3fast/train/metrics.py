@@ -109,3 +109,26 @@ def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     low = 0.0 if p <= 0 else max(0.0, centre - half)
     high = 1.0 if p >= 1 else min(1.0, centre + half)
     return low, high
+
+
+def paired_difference_interval(both: int, first_only: int, second_only: int, neither: int,
+                               z: float = 1.96) -> tuple[float, float]:
+    """95% interval (at z=1.96) of p1 - p2 for two proportions measured on the same n items:
+    Newcombe's hybrid score interval for paired data (method 10 of Newcombe 1998, no continuity
+    correction). Each item counts in one cell: passed under both conditions, under the first only,
+    under the second only, or under neither. Built from the two Wilson intervals and the phi
+    correlation of the 2x2 table, so it stays inside [-1, 1] and is not degenerate at 0 or n."""
+    cells = (both, first_only, second_only, neither)
+    if any(c < 0 for c in cells):
+        raise ValueError(f"paired counts must be >= 0, got {cells}")
+    n = sum(cells)
+    if n == 0:
+        return -1.0, 1.0
+    p1, p2 = (both + first_only) / n, (both + second_only) / n
+    l1, u1 = wilson_interval(p1, n, z)
+    l2, u2 = wilson_interval(p2, n, z)
+    margins = (both + first_only) * (second_only + neither) * (both + second_only) * (first_only + neither)
+    phi = (both * neither - first_only * second_only) / math.sqrt(margins) if margins else 0.0
+    delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    epsilon = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return max(-1.0, p1 - p2 - delta), min(1.0, p1 - p2 + epsilon)

@@ -1,5 +1,6 @@
 """PNG plots of a training run: its metrics.jsonl over steps, and the held-out evaluation before and after
-training with 95% Wilson intervals (matplotlib, Agg: no display needed)."""
+training with 95% Wilson intervals, the no-reflection control beside the second try (matplotlib, Agg: no
+display needed)."""
 
 from __future__ import annotations
 
@@ -60,41 +61,56 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     return written + ([held_out] if held_out else [])
 
 
+CONTROL_KEY = "second_try_without_reflection_accuracy"  # absent from reports older than the control
+# the held-out plot's bars: report key -> label
+HELD_OUT_BARS = {"first_try_accuracy": "first try", "second_try_accuracy": "second try",
+                 CONTROL_KEY: "second try,\nno reflection"}
+
+
 def plot_held_out(run_dir: Path, path: Path, plt) -> Path | None:
-    """Bars of first- and second-try accuracy before and after training, with Wilson intervals; None
-    when the run has no held-out evaluation (data.eval_size=0, or a run still training)."""
+    """Bars of first-try, second-try and no-reflection second-try accuracy before and after training,
+    with Wilson intervals, and the reflection lift with its paired interval in the legend; None when
+    the run has no held-out evaluation (data.eval_size=0, or a run still training)."""
     reports = {label: read_eval_report(Path(run_dir) / name)
                for label, name in (("before", EVAL_BEFORE), ("after", EVAL_AFTER))
                if (Path(run_dir) / name).is_file()}
     if not reports:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    keys = [k for k in HELD_OUT_BARS if all(k in values for _, values, _ in reports.values())]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.8 / len(reports)
-    for i, (label, (n, values)) in enumerate(reports.items()):
-        bounds = [wilson_interval(v, n) for v in values]
-        errors = [[v - low for v, (low, _) in zip(values, bounds, strict=True)],
-                  [high - v for v, (_, high) in zip(values, bounds, strict=True)]]
-        xs = [x + (i - (len(reports) - 1) / 2) * width for x in range(2)]
-        ax.bar(xs, values, width, yerr=errors, capsize=4, label=f"{label} (n={n})")
-    ax.set_xticks(range(2), ["first try", "second try"])
+    for i, (label, (n, values, lift)) in enumerate(reports.items()):
+        heights = [values[k] for k in keys]
+        bounds = [wilson_interval(v, n) for v in heights]
+        errors = [[v - low for v, (low, _) in zip(heights, bounds, strict=True)],
+                  [high - v for v, (_, high) in zip(heights, bounds, strict=True)]]
+        xs = [x + (i - (len(reports) - 1) / 2) * width for x in range(len(keys))]
+        lift_text = "" if lift is None else f", lift {lift[0]:+.3f} [{lift[1]:+.3f}, {lift[2]:+.3f}]"
+        ax.bar(xs, heights, width, yerr=errors, capsize=4, label=f"{label} (n={n}{lift_text})")
+    ax.set_xticks(range(len(keys)), [HELD_OUT_BARS[k] for k in keys])
     ax.set_ylabel("accuracy")
     ax.set_title("Held-out accuracy, 95% Wilson intervals")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def read_eval_report(path: Path) -> tuple[int, list[float]]:
-    """(instances, [first-try, second-try accuracy]) of an evaluation report; ValueError naming the file."""
+def read_eval_report(path: Path) -> tuple[int, dict[str, float], tuple[float, float, float] | None]:
+    """(instances, {HELD_OUT_BARS key: accuracy}, (lift, low, high) or None) of an evaluation report;
+    ValueError naming the file. Reports written before the no-reflection control lack its keys."""
     try:
         report = json.loads(path.read_text())
         n = int(report["counts"]["instances"])
-        values = [float(report["first_try_accuracy"]), float(report["second_try_accuracy"])]
+        values = {k: float(report[k]) for k in HELD_OUT_BARS if k != CONTROL_KEY or k in report}
+        lift = None
+        if "reflection_lift" in report:
+            low, high = report["reflection_lift_ci95"]
+            lift = (float(report["reflection_lift"]), float(low), float(high))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not an r3fast evaluation report: {exc!r}") from None
-    if n < 1 or not all(0.0 <= v <= 1.0 for v in values):
+    if n < 1 or not all(0.0 <= v <= 1.0 for v in values.values()):
         raise ValueError(f"{path} holds {n} instances and accuracies {values}: expected n >= 1 and values in [0, 1]")
-    return n, values
+    return n, values, lift

@@ -2,11 +2,13 @@
 
 Two sources, one interface (`take(k)`):
 - offline: a failure dataset (JSONL from `r3fast failures`), walked in a seeded order, epoch
-  after epoch, rank-strided so ranks never share a prompt;
+  after epoch, strided by data rank so data ranks never share a prompt;
 - online: fresh task instances are attempted by the current model in rounds of `mining_batch`,
   and the failures are kept; what one step does not use waits for the next. Instances come
   from a seeded generator in chunks, or from a fixed list (a task file) in seeded epochs.
 
+A pool is split by data rank (DistContext.data_rank), not by rank: the tensor-parallel peers that
+share a rollout engine hold identical pools and draw identical prompts.
 The held-out evaluation instances are never drawn. `state()`/`load_state()` capture the
 position exactly, so a resumed run draws the same prompts an uninterrupted one would.
 """
@@ -30,8 +32,8 @@ class FailurePool:
         self,
         *,
         source: str,                                  # "online" or "offline"
-        rank: int,
-        world_size: int,
+        data_rank: int,                               # which share of the stream this pool draws
+        data_world: int,                              # how many shares the stream is split into
         seed: int,
         exclude_ids: set[str],                        # held-out instance ids: never trained on
         mining_batch: int = 32,
@@ -43,11 +45,11 @@ class FailurePool:
         encode: Callable[[Any], dict] = lambda f: f,  # failure <-> JSON-able dict, for checkpoints
         decode: Callable[[dict], Any] = lambda d: d,
     ) -> None:
-        self.source, self.rank, self.world_size, self.seed = source, rank, world_size, seed
+        self.source, self.data_rank, self.data_world, self.seed = source, data_rank, data_world, seed
         self.exclude_ids, self.mining_batch = exclude_ids, mining_batch
         self._generate, self._mine = generate_instances, mine
         self._encode, self._decode = encode, decode
-        self.position = 0           # online: next stream index of this rank; offline: draws so far
+        self.position = 0           # online: next stream index of this data rank; offline: draws so far
         self.pending: list[Any] = []  # mined failures not yet used
         self.attempted = 0          # first attempts made by mining (online), for first-try accuracy
         self.first_try_passed = 0
@@ -68,7 +70,7 @@ class FailurePool:
     # -- drawing --------------------------------------------------------------------------
 
     def take(self, k: int, seed: int) -> list[Any]:
-        """The next `k` failures of this rank; fewer (even none) online when the model fails too
+        """The next `k` failures of this data rank; fewer (even none) online when the model fails too
         rarely for MAX_MINING_ROUNDS rounds to find them: a step never mines forever."""
         if self.source == "offline":
             batch = [self._offline_item(self.position + i) for i in range(k)]
@@ -86,8 +88,8 @@ class FailurePool:
         return batch
 
     def _offline_item(self, index: int) -> Any:
-        # Draw `index` of this rank: epochs of seeded permutations, ranks take every world_size-th item.
-        global_index = index * self.world_size + self.rank
+        # Draw `index` of this data rank: epochs of seeded permutations, data ranks take every data_world-th item.
+        global_index = index * self.data_world + self.data_rank
         epoch, offset = divmod(global_index, len(self._offline))
         order = list(range(len(self._offline)))
         random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
@@ -96,7 +98,7 @@ class FailurePool:
     def _next_instances(self, n: int) -> list[Instance]:
         out = []
         while len(out) < n:
-            global_index = self.position * self.world_size + self.rank
+            global_index = self.position * self.data_world + self.data_rank
             chunk, offset = divmod(global_index, self._chunk_size)
             instance = self._chunk(chunk)[offset]
             self.position += 1

@@ -53,7 +53,6 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
     from r3fast.failures import failures_as_attempts, mine_failures, read_failures
     from r3fast.reflect import reflect_retry
     from r3fast.rollout.base import SamplingParams
-    from r3fast.tasks import load_instances
     from r3fast.train import checkpoint as ckpt
     from r3fast.train.distributed import (
         full_state_dict,
@@ -70,12 +69,13 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
     from r3fast.train.update import PolicyLoss, grpo_update, samples_from_episodes
 
     started = time.perf_counter()
-    dist = init_distributed(cfg.distributed.strategy, cfg.distributed.backend, cfg.model.device)
+    dist = init_distributed(cfg.distributed.strategy, cfg.distributed.backend, cfg.model.device,
+                            cfg.rollout.tensor_parallel_size)
     configure_torch(cfg, dist)
-    if cfg.data.prompts_per_step % dist.world_size:
+    if cfg.data.prompts_per_step % dist.data_world:
         raise ValueError(f"config key 'data.prompts_per_step' ({cfg.data.prompts_per_step}) must be a multiple "
-                         f"of the number of ranks ({dist.world_size})")
-    prompts_per_rank = cfg.data.prompts_per_step // dist.world_size
+                         f"of the number of data ranks ({dist.data_world}: ranks / rollout.tensor_parallel_size)")
+    prompts_per_rank = cfg.data.prompts_per_step // dist.data_world
     run_dir = Path(dist.broadcast_object(str(resolve_run_dir(run_dir, name))))
     say = print if dist.is_main else (lambda *a, **k: None)
 
@@ -99,6 +99,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
     engine = build_engine(cfg, model, tokenizer, Path(resume_from) / "model" if resume_from else None, dist)
     task = task if task is not None else build_task(cfg)
     heldout, training_instances = task_instances(cfg)
+    generate = training_generator(cfg)
     heldout_ids = {i.id for i in heldout}
     rcfg = reflect_config(cfg)
     gen_stats = {}
@@ -107,7 +108,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
         def draw(k, round_seed):
             if training_instances:
                 return random.Random(round_seed).sample(training_instances, min(k, len(training_instances)))
-            return load_instances(cfg.task.name, n=k, seed=round_seed)
+            return generate(k, round_seed)
 
         return draw_excluding(draw, n, seed, heldout_ids)
 
@@ -121,13 +122,13 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
 
     if cfg.data.source == "offline":
         stored = read_failures(cfg.data.failures_path, task=task.name)
-        pool = FailurePool(source="offline", rank=dist.rank, world_size=dist.world_size, seed=cfg.data.seed,
+        pool = FailurePool(source="offline", data_rank=dist.data_rank, data_world=dist.data_world, seed=cfg.data.seed,
                            exclude_ids=heldout_ids, failures=stored)
     else:
         pool = FailurePool(
-            source="online", rank=dist.rank, world_size=dist.world_size, seed=cfg.data.seed,
+            source="online", data_rank=dist.data_rank, data_world=dist.data_world, seed=cfg.data.seed,
             exclude_ids=heldout_ids, mining_batch=cfg.data.mining_batch, mine=mine,
-            generate_instances=None if training_instances else lambda n, seed: load_instances(cfg.task.name, n=n, seed=seed),
+            generate_instances=None if training_instances else generate,
             instances=training_instances, encode=attempt_to_dict, decode=attempt_from_dict,
         )
 
@@ -141,8 +142,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
     if resume_from:
         saved = ckpt.read_checkpoint(Path(resume_from))
         state = saved["trainer_state"]
-        if state["world_size"] != dist.world_size:
-            raise ValueError(f"{resume_from} was written by {state['world_size']} ranks; resume it with as many")
+        check_same_layout(state, dist, resume_from)
         load_optimizer_state(model, optimizer, saved["optimizer"]["optimizer"], dist)
         scheduler.load_state_dict(saved["optimizer"]["scheduler"])
         pool.load_state(state["pools"][dist.rank])
@@ -163,7 +163,8 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
                 run_dir, step, save_model=save_model,
                 optimizer_state={"optimizer": opt_state, "scheduler": scheduler.state_dict()},
                 rng_states=rng_states,
-                trainer_state={"step": step, "pools": pool_states, "world_size": dist.world_size},
+                trainer_state={"step": step, "pools": pool_states, "world_size": dist.world_size,
+                               "tensor_parallel_size": dist.tensor_parallel_size},
                 config_yaml=yaml.safe_dump(to_dict(cfg), sort_keys=False), keep_last=cfg.checkpoint.keep_last,
             )
         dist.barrier()
@@ -171,16 +172,20 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
     # -- before: held-out first/second-try accuracy -------------------------------------------
     eval_rcfg = dataclasses.replace(EVAL_REFLECT, attempt_max_new_tokens=cfg.rollout.attempt_max_new_tokens,
                                     reflection_max_new_tokens=cfg.rollout.reflection_max_new_tokens,
+                                    reflection_bad_words=rcfg.reflection_bad_words, reflection_stop=rcfg.reflection_stop,
                                     prompts=rcfg.prompts, seed=cfg.data.eval_seed)
     before = None
-    if heldout and dist.is_main:
+    # Data rank 0 evaluates: all its ranks, since a tensor-parallel engine generates only when every
+    # rank holding a shard of it does. Rank 0 writes.
+    if heldout and dist.data_rank == 0:
         saved_before = run_dir / EVAL_BEFORE
         if start_step > 0 and saved_before.is_file():
             before = json.loads(saved_before.read_text())
         else:
             say(f"evaluating the initial model on {len(heldout)} held-out instances")
             before = evaluate(engine, tokenizer, task, heldout, eval_rcfg, progress=cfg.logging.progress)
-            saved_before.write_text(json.dumps(before, indent=1))
+            if dist.is_main:
+                saved_before.write_text(json.dumps(before, indent=1))
     dist.barrier()
 
     # -- the loop -------------------------------------------------------------------------------
@@ -192,11 +197,11 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
                disable=not (cfg.logging.progress and dist.is_main))
     for step in range(start_step + 1, cfg.schedule.steps + 1):
         timer = PhaseTimer()
-        seed = step_seed(cfg.seed, step, dist.rank)
+        seed = step_seed(cfg.seed, step, dist.data_rank)
         attempted0, passed0 = pool.attempted, pool.first_try_passed
         gen_stats.clear()
 
-        first_try_stage = step <= cfg.stage.first_try_steps
+        first_try_stage = is_first_try_step(step, cfg)
         if first_try_stage:
             # warm-up stage: G sampled first attempts per fresh task, plain GRPO on the attempts
             with timer("rollout"):
@@ -219,11 +224,12 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
             generation_s = sum(s.seconds for s in result.stats.values())
             timer.seconds["generation"] += generation_s
             timer.seconds["scoring"] += timer.seconds.pop("rollout") - generation_s  # templating + verifying
-            samples, temperature = samples_from_episodes(result.training_episodes()), cfg.rollout.reflection_temperature
+            # every reflection: flat groups count in the loss's normalisation, as in TRL
+            samples, temperature = samples_from_episodes(result.episodes), cfg.rollout.reflection_temperature
             max_completion = cfg.rollout.reflection_max_new_tokens
 
         # 3-4. loss over reflection tokens, AdamW step(s), LR schedule
-        engine.sleep()
+        engine.sleep(level=2)  # the push after the update overwrites every weight: nothing to keep
         # HF checkpoints activations only in train mode; otherwise eval mode keeps dropout off.
         model.train(cfg.model.gradient_checkpointing)
         with timer("loss"):
@@ -233,7 +239,9 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
                 micro_batch_size=cfg.loss.micro_batch_size, old_logp_source=cfg.loss.old_logp,
                 temperature=temperature, max_completion_length=max_completion,
                 max_grad_norm=cfg.optimizer.max_grad_norm, pad_id=pad_id, dist=dist, ref_model=ref_model,
-                backend=cfg.loss.backend, timer=timer,
+                sampling_correction=cfg.loss.sampling_correction, sampling_cap=cfg.loss.sampling_cap,
+                importance_sampling_level=cfg.loss.importance_sampling_level, backend=cfg.loss.backend,
+                shared_prefix=cfg.loss.shared_prefix, timer=timer,
             )
         model.eval()
         timer.seconds["loss"] -= timer.seconds.get("optimizer", 0.0)
@@ -269,10 +277,11 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
 
     # -- after: the same held-out evaluation ----------------------------------------------------
     summary = {"run_dir": str(run_dir), "steps": cfg.schedule.steps, "seconds": time.perf_counter() - started}
-    if heldout and dist.is_main:
+    if heldout and dist.data_rank == 0:  # as before training: data rank 0's ranks evaluate, rank 0 writes
         say(f"evaluating the trained model on {len(heldout)} held-out instances")
         after = evaluate(engine, tokenizer, task, heldout, eval_rcfg, progress=cfg.logging.progress)
-        (run_dir / EVAL_AFTER).write_text(json.dumps(after, indent=1))
+        if dist.is_main:
+            (run_dir / EVAL_AFTER).write_text(json.dumps(after, indent=1))
         summary.update(before=before, after=after)
         say(format_before_after(before, after, len(heldout)))
     if dist.is_main:
@@ -287,12 +296,13 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None, resume:
 
 
 def configure_torch(cfg: TrainConfig, dist: DistContext) -> None:
-    """Threads, determinism and every global RNG, from the config (each rank its own stream)."""
+    """Threads, determinism and every global RNG, from the config (each data rank its own stream:
+    tensor-parallel peers must make the same random choices)."""
     torch.set_num_threads(rank_threads(cfg))
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    seed = step_seed(cfg.seed, 0, dist.rank)
+    seed = step_seed(cfg.seed, 0, dist.data_rank)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -306,9 +316,9 @@ def rank_threads(cfg: TrainConfig) -> int:
     return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """A sampling seed per (run seed, step, rank): a resumed step samples what the original would."""
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+def step_seed(seed: int, step: int, data_rank: int) -> int:
+    """A sampling seed per (run seed, step, data rank): a resumed step samples what the original would."""
+    return int(np.random.SeedSequence([seed, step, data_rank]).generate_state(1)[0])
 
 
 def resolve_run_dir(run_dir, name: str | None) -> Path:
@@ -328,6 +338,19 @@ def resumable_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) 
     for text in overrides:
         _merge(values, parse_override(text))
     return config_from_dict(values, f"{path} with overrides")
+
+
+def check_same_layout(trainer_state: dict, dist: DistContext, checkpoint) -> None:
+    """A checkpoint resumes only on the rank layout that wrote it: its pools and RNG streams are per rank,
+    and split by data rank. Checkpoints from before tensor parallelism were written with 1."""
+    written = {"world_size": trainer_state["world_size"],
+               "tensor_parallel_size": trainer_state.get("tensor_parallel_size", 1)}
+    if written["world_size"] != dist.world_size:
+        raise ValueError(f"{checkpoint} was written by {written['world_size']} ranks; resume it with as many "
+                         f"(got {dist.world_size})")
+    if written["tensor_parallel_size"] != dist.tensor_parallel_size:
+        raise ValueError(f"{checkpoint} was written with rollout.tensor_parallel_size="
+                         f"{written['tensor_parallel_size']}; resume it with the same (got {dist.tensor_parallel_size})")
 
 
 def _merge(into: dict, update: dict) -> None:
@@ -359,6 +382,9 @@ def build_engine(cfg: TrainConfig, model, tokenizer, checkpoint_model: Path | No
     if kind == "hf" and dist.strategy == "fsdp2":
         raise ValueError("rollout.engine=hf samples with the policy itself, which distributed.strategy=fsdp2 "
                          "shards across ranks; use rollout.engine=vllm or distributed.strategy=ddp")
+    if kind == "hf" and dist.tensor_parallel_size > 1:
+        raise ValueError(f"config key 'rollout.tensor_parallel_size' ({dist.tensor_parallel_size}) > 1 needs "
+                         f"rollout.engine=vllm; rollout.engine={cfg.rollout.engine} resolved to hf")
     if kind == "hf":
         from r3fast.rollout.hf import HFEngine
 
@@ -369,7 +395,8 @@ def build_engine(cfg: TrainConfig, model, tokenizer, checkpoint_model: Path | No
     path = checkpoint_model or materialize(cfg.model.name)
     # The engine gathers sharded (FSDP2) tensors one at a time as it loads them: no full copy.
     return VLLMEngine(path, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-                      enable_sleep_mode=not on_cpu(), seed=cfg.seed + dist.rank,
+                      enable_sleep_mode=not on_cpu(), seed=cfg.seed + dist.data_rank,
+                      tensor_parallel_size=dist.tensor_parallel_size,
                       weights_source=lambda: model.state_dict().items())
 
 
@@ -388,6 +415,13 @@ def task_instances(cfg: TrainConfig) -> tuple[list, list]:
     from r3fast.tasks import load_instances, sample_instances
 
     name, path, n = cfg.task.name, cfg.task.path or None, cfg.data.eval_size
+    if cfg.data.eval_task:  # held out from another source, which training must not overlap
+        from r3fast.tasks import check_disjoint, held_out_source
+
+        heldout = sample_instances(load_instances(cfg.data.eval_task), n, cfg.data.eval_seed) if n else []
+        training = [] if name in GENERATED_TASKS and path is None else load_instances(name, source=path)
+        check_disjoint(training, held_out_source(cfg.data.eval_task), f"task {name!r}")
+        return heldout, training
     if name in GENERATED_TASKS and path is None:
         return (load_instances(name, n=n, seed=cfg.data.eval_seed) if n else []), []
     every = load_instances(name, source=path) if path else load_instances(name)
@@ -395,6 +429,22 @@ def task_instances(cfg: TrainConfig) -> tuple[list, list]:
         raise ValueError(f"config key 'data.eval_size' ({n}) leaves no training instance of the {len(every)} in "
                          f"task {name!r}")
     return (sample_instances(every, n, cfg.data.eval_seed) if n else []), every
+
+
+def training_generator(cfg: TrainConfig):
+    """(n, seed) -> fresh instances of a generated task; with data.eval_task each batch is checked to
+    share no function name or request with that held-out source."""
+    from r3fast.tasks import check_disjoint, held_out_source, load_instances
+
+    held_out = held_out_source(cfg.data.eval_task) if cfg.data.eval_task else None
+
+    def generate(n: int, seed: int) -> list:
+        instances = load_instances(cfg.task.name, n=n, seed=seed)
+        if held_out is not None:
+            check_disjoint(instances, held_out, f"task {cfg.task.name!r}")
+        return instances
+
+    return generate
 
 
 def draw_excluding(draw, n: int, seed: int, exclude_ids: set[str], max_rounds: int = 1000) -> list:
@@ -419,18 +469,30 @@ def build_task(cfg: TrainConfig):
 
 def reflect_config(cfg: TrainConfig):
     from r3fast.prompts import ReflectionPrompts
-    from r3fast.reflect import ReflectConfig
+    from r3fast.reflect import ReflectConfig, reflection_tag_options
 
     r = cfg.rollout
-    prompts = ReflectionPrompts(retry_layout=cfg.task.retry_layout,
+    prompts = ReflectionPrompts(retry_layout=cfg.task.retry_layout, quote_attempt=cfg.task.quote_attempt,
                                 **{k: v for k, v in (("reflection_request", cfg.task.reflection_request),
                                                      ("retry_request", cfg.task.retry_request)) if v})
     return ReflectConfig(
         group_size=r.group_size, attempt_max_new_tokens=r.attempt_max_new_tokens,
         attempt_temperature=r.attempt_temperature, reflection_max_new_tokens=r.reflection_max_new_tokens,
         reflection_temperature=r.reflection_temperature, retry_temperature=r.retry_temperature, top_p=r.top_p,
+        retries_per_reflection=r.retries_per_reflection,
+        **reflection_tag_options(r.reflection_answer_tags, cfg.task.name),
         scale_rewards=cfg.loss.scale_rewards, seed=cfg.seed, prompts=prompts,
     )
+
+
+def is_first_try_step(step: int, cfg: TrainConfig) -> bool:
+    """Whether training step `step` (1-based) is a first-try step: the first stage.first_try_steps
+    steps, or with stage.interleave those steps spread evenly over the run (a warm-up step whenever
+    the running share of warm-up steps falls behind first_try_steps / steps; step 1 is one)."""
+    warm, steps = cfg.stage.first_try_steps, cfg.schedule.steps
+    if not cfg.stage.interleave:
+        return step <= warm
+    return -(-step * warm // steps) > -(-(step - 1) * warm // steps)  # ceilings: the run starts with warm-up
 
 
 def lr_factor(cfg: TrainConfig):
@@ -460,7 +522,7 @@ def _stats():
 def r3_metrics(result, gen_stats: dict, attempted: int, first_passed: int, dist: DistContext) -> dict:
     """An R3 step: rewards of retries, groups with signal, first/second try of the mined attempts."""
     generated = sum(s.generated_tokens for s in list(result.stats.values()) + list(gen_stats.values()))
-    counts = dist.all_reduce_sum(torch.tensor([
+    counts = dist.all_reduce_data_sum(torch.tensor([
         len(result.episodes), sum(e.reward for e in result.episodes), result.failed,
         result.failed - len(result.flat_groups), result.retry_passed_groups,
         sum(len(e.reflection_ids) for e in result.episodes), attempted, first_passed, generated,
@@ -484,7 +546,7 @@ def r3_metrics(result, gen_stats: dict, attempted: int, first_passed: int, dist:
 def first_try_metrics(batch, gen_stats: dict, dist: DistContext) -> dict:
     """A first-try stage step: the sampled attempts' pass rate is its reward and its accuracy."""
     generated = sum(s.generated_tokens for s in gen_stats.values())
-    counts = dist.all_reduce_sum(torch.tensor(
+    counts = dist.all_reduce_data_sum(torch.tensor(
         [len(batch.rewards), sum(batch.rewards), batch.groups, batch.groups - batch.flat_groups, generated],
         dtype=torch.float64)).tolist()
     n, reward_sum, n_groups, n_signal, generated = counts
@@ -528,12 +590,18 @@ def format_step(step: int, steps: int, m: dict) -> str:
 
 
 def format_before_after(before: dict | None, after: dict, n: int) -> str:
-    rows = [("", "first try", "second try")]
-    if before is not None:
-        rows.append(("before", _acc(before, "first_try_accuracy", n), _acc(before, "second_try_accuracy", n)))
-    rows.append(("after", _acc(after, "first_try_accuracy", n), _acc(after, "second_try_accuracy", n)))
-    lines = [f"held-out accuracy ({n} instances, 95% Wilson interval)"]
-    lines += [f"  {a:<7}{b:<24}{c:<24}" for a, b, c in rows]
+    from r3fast.evaluate import format_lift
+
+    rows = [("", "first try", "second try", "second try, no reflection", "reflection lift", "rescued with / without")]
+    for label, report in (("before", before), ("after", after)):
+        if report is None:
+            continue
+        c = report["counts"]
+        rows.append((label, _acc(report, "first_try_accuracy", n), _acc(report, "second_try_accuracy", n),
+                     _acc(report, "second_try_without_reflection_accuracy", n), format_lift(report),
+                     f"{c['retry_passed']} / {c['retry_without_reflection_passed']} of {c['first_try_failed']}"))
+    lines = [f"held-out accuracy ({n} instances, 95% Wilson intervals; lift: paired 95% interval)"]
+    lines += [f"  {r[0]:<7}{r[1]:<24}{r[2]:<24}{r[3]:<27}{r[4]:<26}{r[5]}" for r in rows]
     return "\n".join(lines)
 
 

@@ -304,33 +304,41 @@ def _document_calls(doc: str, one_call: bool) -> tuple[str, list]:
     return "PASS", list(calls)
 
 
-def _output_calls(text: str) -> tuple[str, list]:
+def split_output(text: str) -> tuple[str, list[tuple[str, bool]]]:
+    """(what breaks rule 1, as a phrase, or "" when the layout is right; the output's JSON documents by
+    rule 1 up to that point, each with whether it must be one call, i.e. is a <tool_call> block)."""
     if not text:
-        return "BAD_FORMAT", []
+        return "the output is empty", []
     if text.startswith("```"):
         if len(text) < 6 or not text.endswith("```"):
-            return "BAD_FORMAT", []
+            return "the ``` block is not closed", []
         body = text[3:-3]
         body = body[4:] if body.startswith("json") else body
-        return _document_calls(body.strip(ASCII_WHITESPACE), one_call=False)
+        return "", [(body.strip(ASCII_WHITESPACE), False)]
     if text.startswith("<tool_call>"):
-        calls: list = []
+        documents = []
         rest = text
         while rest:
             if not rest.startswith("<tool_call>"):
-                return "BAD_FORMAT", []
+                return "there is text after a </tool_call> that is not another <tool_call> block", documents
             close = rest.find("</tool_call>", len("<tool_call>"))
             if close < 0:
-                return "BAD_FORMAT", []
-            code, block = _document_calls(
-                rest[len("<tool_call>") : close].strip(ASCII_WHITESPACE), one_call=True
-            )
-            if code != "PASS":
-                return code, []
-            calls += block
+                return "a <tool_call> block is not closed with </tool_call>", documents
+            documents.append((rest[len("<tool_call>") : close].strip(ASCII_WHITESPACE), True))
             rest = rest[close + len("</tool_call>") :].lstrip(ASCII_WHITESPACE)
-        return "PASS", calls
-    return _document_calls(text, one_call=False)
+        return "", documents
+    return "", [(text, False)]
+
+
+def _output_calls(text: str) -> tuple[str, list]:
+    problem, documents = split_output(text)
+    calls: list = []
+    for document, one_call in documents:  # blocks in order: the first failing one decides
+        code, found = _document_calls(document, one_call)
+        if code != "PASS":
+            return code, []
+        calls += found
+    return ("BAD_FORMAT", []) if problem else ("PASS", calls)
 
 
 def gold_calls(gold: str | bytes | list) -> list:

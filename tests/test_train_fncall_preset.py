@@ -1,0 +1,65 @@
+"""The `fncall-cpu` preset: it loads, declares BFCL as its held-out set, and trains 2 steps (one
+first-try step, one R3 step) on the tiny-random model with the held-out evaluation before and after."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from r3fast.train.config import load_config
+from r3fast.train.trainer import task_instances, train, training_generator
+
+needs_bfcl = pytest.mark.skipif(importlib.util.find_spec("bfcl_eval") is None, reason="bfcl-eval not installed")
+
+TINY = [
+    "model.name=tiny-random", "rollout.engine=hf", "threads=1", "data.eval_size=2", "data.prompts_per_step=2",
+    "data.mining_batch=2", "schedule.steps=2", "schedule.warmup_steps=0", "stage.first_try_steps=1",
+    "stage.first_try_group_size=2", "rollout.group_size=2", "rollout.attempt_max_new_tokens=4",
+    "rollout.reflection_max_new_tokens=4", "checkpoint.every=0", "logging.progress=false",
+    "logging.tensorboard=false",
+]
+
+
+def test_preset_trains_generated_calls_and_holds_out_bfcl():
+    cfg = load_config(preset="fncall-cpu")
+    assert (cfg.task.name, cfg.data.eval_task, cfg.data.eval_size) == ("fncall-synthetic", "bfcl", 137)
+    assert cfg.model.name == "smollm2-135m-instruct" and cfg.model.device == "cpu"
+    assert 0 < cfg.stage.first_try_steps < cfg.schedule.steps  # a warm-up stage, then R3
+    assert "{feedback}" in cfg.task.reflection_request
+
+
+def test_eval_task_needs_a_function_calling_task():
+    with pytest.raises(ValueError, match="'data.eval_task'.*task.name must be a function-calling task"):
+        load_config(preset="fncall-cpu", overrides=["task.name=countdown-easy"])
+    with pytest.raises(ValueError, match="'data.eval_task' must be one of"):
+        load_config(preset="fncall-cpu", overrides=["data.eval_task=xlam"])
+
+
+@needs_bfcl
+def test_data_loading_checks_disjointness_from_bfcl(monkeypatch):
+    cfg = load_config(preset="fncall-cpu")
+    heldout, training = task_instances(cfg)
+    assert len(heldout) == 137 and {i.data["category"] for i in heldout} == {"simple_python"}
+    assert training == []  # generated: streamed, each batch checked by training_generator
+    generate = training_generator(cfg)
+    assert len(generate(16, 0)) == 16
+
+    # a generator that drifted onto a BFCL tool is stopped, naming the tool
+    import r3fast.tasks as tasks
+
+    leaked = tasks.load_instances("bfcl")[:1]
+    monkeypatch.setattr(tasks, "load_instances", lambda name, **kw: leaked)
+    with pytest.raises(ValueError, match=rf"task 'fncall-synthetic' overlaps the held-out evaluation in .*"
+                                         rf"{leaked[0].data['tools'][0]['name']}"):
+        training_generator(cfg)(1, 0)
+
+
+@needs_bfcl
+def test_preset_runs_two_steps_on_tiny_random(tmp_path):
+    cfg = load_config(preset="fncall-cpu", overrides=TINY)
+    summary = train(cfg, run_dir=tmp_path / "run")
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["stage"] for m in steps if "stage" in m] == ["first_try", "r3"]
+    assert (tmp_path / "run" / "eval_before.json").is_file() or summary
