@@ -151,11 +151,14 @@ def entropy_keep_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float
     """Tokens among the masked ones whose entropy reaches the (1 - quantile) quantile of the masked
     tokens' entropies (linear interpolation, TRL's torch.quantile); none when nothing is masked."""
     on = mask != 0
-    masked = entropy[on].float()
+    # threshold and comparison in one dtype (at least fp32, which torch.quantile needs): a threshold
+    # rounded to another dtype can drop the very token it was computed from
+    wide = torch.promote_types(entropy.dtype, torch.float32)
+    masked = entropy[on].to(wide)
     if masked.numel() == 0:
         return torch.zeros_like(on)
     threshold = torch.quantile(masked, 1.0 - quantile)
-    return ((entropy * mask.to(entropy.dtype)) >= threshold) & on  # TRL compares entropy * mask
+    return ((entropy * mask.to(entropy.dtype)).to(wide) >= threshold) & on  # TRL compares entropy * mask
 
 
 def k3_kl(ref_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:

@@ -99,8 +99,11 @@ def reference_grpo_loss_from_logits(
         if masked_entropy.numel() == 0:
             keep = torch.zeros_like(mask, dtype=torch.bool)
         else:
-            threshold = torch.quantile(masked_entropy.float(), 1 - top_entropy_quantile)
-            keep = (entropy * m >= threshold) & mask.bool()
+            # threshold and comparison in one dtype (at least fp32, which torch.quantile needs): a
+            # threshold rounded to another dtype can drop the very token it was computed from
+            wide = torch.promote_types(entropy.dtype, torch.float32)
+            threshold = torch.quantile(masked_entropy.to(wide), 1 - top_entropy_quantile)
+            keep = ((entropy * m).to(wide) >= threshold) & mask.bool()
         per_token = per_token * keep
     if sampling_correction is not None:
         diff = torch.nan_to_num((old - sampling_logp.to(acc)) * m, nan=0.0)

@@ -281,7 +281,10 @@ def test_property_matches_reference(B, T, H, V, loss_type, seed, mask_p, adv_sca
     g = torch.Generator().manual_seed(seed + 1)
     case["mask"] = torch.rand(B, T, generator=g) < mask_p
     case["advantages"] = adv_scale * torch.randn(B, generator=g)
-    assert_close_to_reference(case, kwargs, loss_type=loss_type)
+    # With zero advantages the gradient is the KL term's alone, beta * (1 - exp(ref - logp)): it
+    # cancels when ref is close to logp, so fp32 rounding of logp is large against its size.
+    atol = 1e-4 if adv_scale == 0.0 else 1e-6
+    assert_close_to_reference(case, kwargs, atol=atol, loss_type=loss_type)
 
 
 def test_repeated_backward_through_a_retained_graph():
