@@ -16,8 +16,7 @@ Each step is a plain function over plain data, so a trainer or an evaluation can
    and `reflection_ids` exactly the tokens it sampled, so `context_ids + reflection_ids` is what the
    model saw and the loss mask covers nothing but the reflection (no re-tokenisation of its text).
 5. `group_advantages`: groups whose rewards are all equal carry no signal: their advantages are
-   exactly 0, and they still count in the loss's normalisation, as in TRL. `training_episodes()`
-   lists the episodes of the other groups.
+   exactly 0, and they still count in the loss's normalisation, as in TRL.
 """
 
 from __future__ import annotations
@@ -174,12 +173,6 @@ class ReflectResult:
         """Failed instances by (rescued with reflection, rescued without): the paired table of the lift."""
         with_reflection = {e.group_id for e in self.episodes if e.rescued}
         return Counter((group_id in with_reflection, r.rescued) for group_id, r in enumerate(self.control))
-
-    def training_episodes(self) -> list[Episode]:
-        """Episodes of groups with signal. The trainer takes every episode: flat groups count in the
-        loss's normalisation and, with loss.beta > 0, in its KL term."""
-        flat = set(self.flat_groups)
-        return [e for e in self.episodes if e.group_id not in flat]
 
 
 # -- templating ---------------------------------------------------------------------------
