@@ -3,7 +3,6 @@ against independent oracles."""
 
 from __future__ import annotations
 
-import inspect
 import random
 from collections import defaultdict
 from types import SimpleNamespace
@@ -12,7 +11,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from r3fast.kernels import fused_linear_grpo_loss
 from train_helpers import VOCAB, RecordGrads, naive_loss, random_samples, tiny_policy
 
 from r3fast.advantages import group_advantages
@@ -266,16 +264,10 @@ def correction_kwargs(cfg):
     return {"sampling_correction": cfg["sampling_correction"], "sampling_cap": cfg["sampling_cap"]}
 
 
-def kernel_has_sampling_correction() -> bool:
-    return "sampling_correction" in inspect.signature(fused_linear_grpo_loss).parameters
-
-
 def trl_config(**overrides):
     cfg = dict(loss_type="grpo", beta=0.0, eps_low=0.2, eps_high=0.28, temperature=0.7, micro_batch_size=3,
                max_completion_length=8, sampling_correction=None, sampling_cap=3.0, importance_sampling_level="token")
     cfg.update(overrides)
-    if cfg["sampling_correction"] and not kernel_has_sampling_correction():
-        pytest.skip("fused_linear_grpo_loss has no sampling_correction yet")
     return cfg
 
 
@@ -452,8 +444,6 @@ def two_rank_worker(rank, world, init_file, out_path):
 def test_two_ranks_one_with_only_flat_groups_give_trls_gradient(tmp_path):
     import torch.multiprocessing as mp
 
-    if not kernel_has_sampling_correction():
-        pytest.skip("fused_linear_grpo_loss has no sampling_correction yet")
     mp.spawn(two_rank_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "grads.pt")), nprocs=2, join=True)
     distributed = torch.load(tmp_path / "grads.pt")
     for loss_type, beta, mode in TWO_RANK_CASES:
