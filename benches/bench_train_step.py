@@ -37,6 +37,7 @@ from _loss_peak_rss import status_mb  # benches/ is on sys.path: run as a script
 from r3fast.tasks import get_task
 from r3fast.train.config import load_config
 from r3fast.train.trainer import train
+from r3fast.verify import Verdict
 
 PHASES = ("generation", "scoring", "loss", "optimizer", "sync")
 STEPS = 3
@@ -64,11 +65,8 @@ class EvenLengthTask:
     def prompt(self, instance):
         return self.prompts.prompt(instance)
 
-    def verify(self, instance, text):
-        return len(text) % 2 == 0
-
-    def explain(self, instance, text):
-        return type("Verdict", (), {"code": "PASS" if self.verify(instance, text) else "ODD", "reason": ""})()
+    def judge_batch(self, instances, texts):
+        return [Verdict("PASS" if len(t) % 2 == 0 else "ODD_LENGTH", "") for t in texts]
 
 
 @pytest.mark.parametrize("model", list(CASES))
@@ -92,7 +90,7 @@ ROUNDS = 3
 
 
 def shape_samples(shape: str, vocab: int, seed: int = 0):
-    from r3fast.train.update import TrainingSample
+    from r3fast.episode import TrainingSample
 
     groups, context_length, (low, high) = SHAPES[shape]
     rng = random.Random(seed)

@@ -1,5 +1,8 @@
 """Verifier throughput: the C++ core against Python checkers on the same inputs, reported as ratios.
 
+The last section times the path the training loop uses, task.judge_batch, on the batch shapes of one training
+step, against the per-item loop it replaced (task.verify, then task.explain, for every text).
+
 Baselines, written here from their described behaviour (no third-party code is copied):
 - TinyZero-style Countdown: the last line after "Assistant:", the last <answer>...</answer> on it, \\d+ numbers
   compared as a sorted list, eval() after a character whitelist, float compare within 1e-5.
@@ -18,11 +21,30 @@ import re
 import orjson
 import pytest
 
-from r3fast.verify import check_countdown_batch, check_function_calls_batch, prepare_gold
+from r3fast.prompts import render_calls
+from r3fast.tasks import get_task, load_instances
+from r3fast.verify import (
+    check_countdown,
+    check_function_calls,
+    explain_countdown,
+    explain_countdown_batch,
+    explain_function_calls,
+    explain_function_calls_batch,
+    prepare_gold,
+)
+from r3fast.verify.feedback import function_call_feedback
 from r3fast.verify.reference import countdown_verdict, function_calls_verdict
 
 N = 2000  # items per timed batch
 N_THREADS_BATCH = 100_000
+
+
+def cpp_countdown_passed(responses, numbers, targets, num_threads):
+    return [v.passed for v in explain_countdown_batch(responses, numbers, targets, num_threads=num_threads)]
+
+
+def cpp_calls_passed(outputs, golds, num_threads):
+    return [v.passed for v in explain_function_calls_batch(outputs, golds, num_threads=num_threads)]
 
 
 # ------------------------------------------------------------------------------------------------- inputs
@@ -142,6 +164,7 @@ GROUP = 8  # outputs per gold in a GRPO group
 # The same outputs, each gold shared by GROUP consecutive outputs, as a rollout batch delivers them.
 FUNCTION_CALLS_GROUPED = (FUNCTION_CALLS[0], [FUNCTION_CALLS[1][i - i % GROUP] for i in range(N)])
 _SECONDS: dict[str, tuple[float, float]] = {}  # (median, best) seconds per run, by bench name
+_ITEMS: dict[str, int] = {}  # items per run, where not N
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +180,7 @@ def timings(report_ratio):
             )
 
     for name, (median, best) in sorted(_SECONDS.items()):
-        items = N_THREADS_BATCH if "100k" in name else N
+        items = _ITEMS.get(name, N_THREADS_BATCH if "100k" in name else N)
         report_ratio(
             f"{name:>28}: {median / items * 1e9:10.0f} ns/item median {best / items * 1e9:10.0f} best"
         )
@@ -172,6 +195,8 @@ def timings(report_ratio):
     ratio("calls_cpp_1thread_grouped", "calls_orjson_grouped", "- (gold shared by 8 outputs)")
     ratio("countdown_cpp_100k_2threads", "countdown_cpp_100k_1thread", ">= 1.8x")
     ratio("calls_cpp_100k_2threads", "calls_cpp_100k_1thread", ">= 1.8x")
+    for shape in STEP_SHAPES:
+        ratio(f"step_{shape}_judge_batch", f"step_{shape}_per_item", "- (one training step's batch)")
 
 
 def _run(benchmark, timings, name, fn, rounds):
@@ -186,7 +211,7 @@ def test_countdown_cpp_1thread(benchmark, timings):
         benchmark,
         timings,
         "countdown_cpp_1thread",
-        lambda: check_countdown_batch(*COUNTDOWN, num_threads=1),
+        lambda: cpp_countdown_passed(*COUNTDOWN, num_threads=1),
         50,
     )
     assert passed == [tinyzero_style_countdown(*x) == 1.0 for x in zip(*COUNTDOWN, strict=True)]
@@ -220,7 +245,7 @@ def test_calls_cpp_1thread(benchmark, timings):
         benchmark,
         timings,
         "calls_cpp_1thread",
-        lambda: check_function_calls_batch(*FUNCTION_CALLS, num_threads=1),
+        lambda: cpp_calls_passed(*FUNCTION_CALLS, num_threads=1),
         50,
     )
     assert passed == [json_function_calls(*x) for x in zip(*FUNCTION_CALLS, strict=True)]
@@ -267,7 +292,7 @@ FUNCTION_CALLS_100K = tuple(x * (N_THREADS_BATCH // N) for x in FUNCTION_CALLS)
 def test_countdown_cpp_100k(benchmark, timings, threads):
     benchmark.group = "countdown 100k batch"
     name = f"countdown_cpp_100k_{threads}thread{'s' if threads > 1 else ''}"
-    _run(benchmark, timings, name, lambda: check_countdown_batch(*COUNTDOWN_100K, num_threads=threads), 10)
+    _run(benchmark, timings, name, lambda: cpp_countdown_passed(*COUNTDOWN_100K, num_threads=threads), 10)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -278,7 +303,7 @@ def test_calls_cpp_100k(benchmark, timings, threads):
         benchmark,
         timings,
         name,
-        lambda: check_function_calls_batch(*FUNCTION_CALLS_100K, num_threads=threads),
+        lambda: cpp_calls_passed(*FUNCTION_CALLS_100K, num_threads=threads),
         10,
     )
 
@@ -289,7 +314,7 @@ def test_calls_grouped(benchmark, timings, checker):
     outputs, golds = FUNCTION_CALLS_GROUPED
     python_checker = {"json": json_function_calls, "orjson": orjson_function_calls}.get(checker)
     if python_checker is None:
-        fn = lambda: check_function_calls_batch(outputs, golds, num_threads=1)  # noqa: E731
+        fn = lambda: cpp_calls_passed(outputs, golds, num_threads=1)  # noqa: E731
     else:
         fn = lambda: [python_checker(o, g) for o, g in zip(outputs, golds, strict=True)]  # noqa: E731
     passed = _run(benchmark, timings, f"calls_{checker}_grouped", fn, 50 if python_checker is None else 10)
@@ -302,7 +327,7 @@ def test_calls_prepared(benchmark, timings, checker):
     outputs, golds = FUNCTION_CALLS
     if checker == "cpp_1thread":
         prepared = [prepare_gold(g) for g in golds]
-        fn = lambda: check_function_calls_batch(outputs, prepared, num_threads=1)  # noqa: E731
+        fn = lambda: cpp_calls_passed(outputs, prepared, num_threads=1)  # noqa: E731
     else:
         loads, python_checker = {
             "json": (json.loads, json_function_calls_prepared),
@@ -312,3 +337,85 @@ def test_calls_prepared(benchmark, timings, checker):
         fn = lambda: [python_checker(o, g) for o, g in zip(outputs, parsed, strict=True)]  # noqa: E731
     passed = _run(benchmark, timings, f"calls_{checker}_prepared", fn, 50 if checker == "cpp_1thread" else 10)
     assert passed == [json_function_calls(o, g) for o, g in zip(outputs, golds, strict=True)]
+
+
+# ------------------------------------------------------------------------------- one training step's batches
+
+
+def _countdown_step_texts(instances, per_instance: int, seed: int = 0):
+    """~20-token completions, about half of them right: the solution, or one operator swapped, or no tags."""
+    rng = random.Random(seed)
+    pairs = []
+    for inst in instances:
+        solution = inst.data["solution"]
+        for _ in range(per_instance):
+            kind = rng.random()
+            expr = solution if kind < 0.5 else solution.replace(" + ", " * ", 1).replace(" - ", " + ", 1)
+            think = f"<think>try {' '.join(map(str, inst.data['numbers']))}</think>"
+            pairs.append((inst, f"{think} {expr}" if kind > 0.9 else f"{think}\n<answer>{expr}</answer>"))
+    return pairs
+
+
+def _calls_step_texts(instances, per_instance: int, seed: int = 0):
+    """Completions in the prompt's <tool_call> format: half right, half with an argument changed or a call left out."""
+    rng = random.Random(seed)
+    pairs = []
+    for inst in instances:
+        answers = inst.data["answers"]
+        for _ in range(per_instance):
+            calls = json.loads(json.dumps(answers))
+            if rng.random() < 0.5:
+                if len(calls) > 1 and rng.random() < 0.5:
+                    calls.pop()
+                else:
+                    args = calls[0]["arguments"]
+                    args[next(iter(args), "extra")] = "wrong"
+            pairs.append((inst, render_calls(calls, "tool_call")))
+    return pairs
+
+
+COUNTDOWN_STEP = load_instances("countdown-easy", n=8, seed=1)
+CALLS_STEP = load_instances("fncall-synthetic", n=8, seed=1)
+# shape: (task name, [(instance, text)]): a step's 8 tasks x 8 samples; R3's retries of 8 failures x 4
+# reflections x k retries each; 32 function-call samples (8 tasks x 4).
+STEP_SHAPES = {
+    "countdown_8x8": ("countdown-easy", _countdown_step_texts(COUNTDOWN_STEP, 8)),
+    **{f"r3_8x4x{k}": ("countdown-easy", _countdown_step_texts(COUNTDOWN_STEP, 4 * k, seed=k)) for k in (1, 2, 3, 4)},
+    "calls_8x4": ("fncall-synthetic", _calls_step_texts(CALLS_STEP, 4)),
+}
+
+
+def per_item_verify_then_explain(task, pairs):
+    """The loop judge_batch replaced: the old task.verify and task.explain, one item at a time."""
+    out = []
+    for inst, text in pairs:
+        if task.name.startswith("countdown"):
+            check_countdown(text, inst.data["numbers"], inst.data["target"])
+            out.append(explain_countdown(text, inst.data["numbers"], inst.data["target"]))
+        else:
+            answers, tools = inst.data["answers"], inst.data["tools"]
+            check_function_calls(text, answers)
+            code = explain_function_calls(text, answers).code
+            out.append((code, function_call_feedback(text, code, answers, tools, task.prompt_config.tool_call_format)))
+    return out
+
+
+@pytest.mark.parametrize("shape", list(STEP_SHAPES))
+@pytest.mark.parametrize("path", ["judge_batch", "per_item"])
+def test_step(benchmark, timings, shape, path):
+    benchmark.group = f"one training step: {shape}"
+    task_name, pairs = STEP_SHAPES[shape]
+    task = get_task(task_name)
+    instances, texts = [i for i, _ in pairs], [t for _, t in pairs]
+    name = f"step_{shape}_{path}"
+    _ITEMS[name] = len(pairs)
+    if path == "judge_batch":
+        # The warmup round prepares each function-call gold; the timed rounds reuse them, as the retries of a
+        # step and later steps over the same instances do.
+        verdicts = _run(benchmark, timings, name, lambda: task.judge_batch(instances, texts), 200)
+        codes = [v.code for v in verdicts]
+    else:
+        verdicts = _run(benchmark, timings, name, lambda: per_item_verify_then_explain(task, pairs), 50)
+        codes = [v.code if hasattr(v, "code") else v[0] for v in verdicts]
+    assert 0 < codes.count("PASS") < len(codes)
+    assert codes == [task.explain(i, t).code for i, t in pairs]

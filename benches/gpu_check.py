@@ -179,10 +179,10 @@ def stage_train_steps(args) -> dict:
     from r3fast.rollout.base import SamplingParams
     from r3fast.rollout.hf import HFEngine
     from r3fast.tasks import load_instances
+    from r3fast.timing import PhaseTimer
     from r3fast.train.distributed import DistContext
-    from r3fast.train.first_try import first_try_batch
-    from r3fast.train.metrics import PhaseTimer
-    from r3fast.train.update import PolicyLoss, collate, grpo_update, samples_from_episodes, sequence_logprobs
+    from r3fast.train.update import PolicyLoss, collate, grpo_update, sequence_logprobs
+    from r3fast.train.warmup import warmup_batch
 
     device = torch.device("cpu" if args.dry_run else "cuda")
     tokenizer = AutoTokenizer.from_pretrained(materialize("tiny-random"))  # from the carried cache on the GPU
@@ -213,8 +213,7 @@ def stage_train_steps(args) -> dict:
                                   temperature=temperature, max_completion_length=max_completion, max_grad_norm=1.0,
                                   pad_id=tokenizer.pad_token_id, dist=dist, timer=timer)
             _synchronize(device)
-        phases = {"generation": generation_s, **timer.seconds}
-        phases["loss"] -= phases.get("optimizer", 0.0)
+        phases = {"generation": generation_s, **timer.seconds}  # nested phases: "optimizer" is not in "loss"
         return {"seconds": phases, "generated_tokens": generated_tokens,
                 "generated_tokens_per_s": generated_tokens / max(generation_s, 1e-9),
                 "trained_sequences": metrics.get("trained_sequences", 0.0), "updated": metrics.get("updated", 0.0)}
@@ -230,14 +229,14 @@ def stage_train_steps(args) -> dict:
     params = SamplingParams(max_new_tokens=tokens, temperature=1.0, n=group, seed=1)
     # the first step pays one-time costs (kernel compilation, allocator growth): reported apart
     for name in ("first_try_step_cold", "first_try_step"):
-        batch, seconds, generated = rollout(lambda: first_try_batch(
+        batch, seconds, generated = rollout(lambda: warmup_batch(
             engine, tokenizer, task, load_instances("countdown-easy", n=n, seed=1), params))
         results[name] = update(batch.samples, params.temperature, tokens, seconds, generated)
     reflect = ReflectConfig(group_size=group, attempt_max_new_tokens=tokens, reflection_max_new_tokens=tokens // 2,
                             reflection_temperature=1.0, seed=2)
     result, seconds, generated = rollout(lambda: reflect_retry(
         engine, tokenizer, task, load_instances("countdown-easy", n=n, seed=2), reflect))
-    results["r3_step"] = update(samples_from_episodes(result.episodes), reflect.reflection_temperature,
+    results["r3_step"] = update(result.episodes, reflect.reflection_temperature,
                                 reflect.reflection_max_new_tokens, seconds, generated)
     results["r3_step"]["failed_first_attempts"] = result.failed
     if device.type == "cuda":

@@ -26,7 +26,6 @@ import json
 import time
 from pathlib import Path
 
-from r3fast.evaluate import make_engine
 from r3fast.prompts import REFLECTION_REQUESTS, ReflectionPrompts, answer_tags
 from r3fast.reflect import (
     REFLECTION_ANSWER_TAGS,
@@ -35,11 +34,12 @@ from r3fast.reflect import (
     reflect_retry,
     reflection_tag_options,
 )
+from r3fast.rollout import make_engine
 from r3fast.rollout.base import SamplingParams
 from r3fast.tasks import get_task, load_instances
+from r3fast.tasks.selection import draw_excluding
 from r3fast.train.config import DataConfig
 from r3fast.train.metrics import wilson_interval
-from r3fast.train.trainer import draw_excluding
 
 AXES = ("group_size", "retries", "retry_temperature", "reflection_temperature", "reflection_request",
         "answer_tags", "quote_attempt")

@@ -381,4 +381,14 @@ Verdict check_countdown(std::string_view text, const int64_t* numbers, size_t nu
   return check_countdown_answer(copy, answer.size(), numbers, num_numbers, target);
 }
 
+std::vector<Verdict> check_countdown_batch(const CountdownBatch& batch, unsigned num_threads) {
+  std::vector<Verdict> verdicts(batch.targets.size());
+  parallel_for(verdicts.size(), num_threads, [&](size_t i) {
+    const size_t first = i == 0 ? 0 : batch.number_ends[i - 1];
+    verdicts[i] = check_countdown(batch.responses.at(i), batch.numbers.data() + first, batch.number_ends[i] - first,
+                                  batch.targets[i]);
+  });
+  return verdicts;
+}
+
 }  // namespace r3fast

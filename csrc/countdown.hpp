@@ -4,7 +4,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
+#include "batch.hpp"
 #include "verdict.hpp"
 
 namespace r3fast {
@@ -26,5 +28,22 @@ Verdict check_countdown_answer(const char* answer, size_t size, const int64_t* n
 // Both steps: the verdict for a whole response.
 Verdict check_countdown(std::string_view text, const int64_t* numbers, size_t num_numbers, int64_t target,
                         bool known_utf8 = false);
+
+// The same for a text as the bindings found it: a text with no UTF-8 form is kInvalidText.
+inline Verdict check_countdown(TextRef text, const int64_t* numbers, size_t num_numbers, int64_t target) {
+  if (text.form == TextForm::kNotText) return Verdict::kInvalidText;
+  return check_countdown(text.bytes, numbers, num_numbers, target, text.form == TextForm::kUtf8);
+}
+
+// A batch of checks as plain values: the bindings build it while holding the GIL, then check it without.
+struct CountdownBatch {
+  TextBatch responses;
+  std::vector<int64_t> numbers;     // every item's numbers, back to back
+  std::vector<size_t> number_ends;  // item i's numbers are numbers[number_ends[i - 1], number_ends[i])
+  std::vector<int64_t> targets;
+};
+
+// The verdict of every item, checked on up to `num_threads` threads (0: one per hardware thread).
+std::vector<Verdict> check_countdown_batch(const CountdownBatch& batch, unsigned num_threads);
 
 }  // namespace r3fast

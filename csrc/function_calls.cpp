@@ -718,4 +718,24 @@ Verdict check_function_calls(std::string_view output, std::string_view gold, boo
   return v;
 }
 
+Verdict check_function_calls(TextRef output, const FunctionCallGold* gold, std::string_view gold_text) {
+  const bool known_utf8 = output.form == TextForm::kUtf8;
+  if (gold != nullptr) {
+    return output.form == TextForm::kNotText ? Verdict::kInvalidText
+                                             : check_function_calls(output.bytes, *gold, known_utf8);
+  }
+  if (output.form != TextForm::kNotText) return check_function_calls(output.bytes, gold_text, known_utf8);
+  return check_function_calls("", gold_text) == Verdict::kBadGold ? Verdict::kBadGold : Verdict::kInvalidText;
+}
+
+std::vector<Verdict> check_function_calls_batch(const FunctionCallBatch& batch, unsigned num_threads) {
+  std::vector<Verdict> verdicts(batch.golds.size());
+  parallel_for(verdicts.size(), num_threads, [&](size_t i) {
+    const FunctionCallGold* gold = batch.golds[i];
+    verdicts[i] = check_function_calls(batch.outputs.at(i), gold,
+                                       gold != nullptr ? std::string_view() : batch.gold_texts.text(batch.gold_text[i]));
+  });
+  return verdicts;
+}
+
 }  // namespace r3fast

@@ -2,7 +2,9 @@
 #pragma once
 #include <memory>
 #include <string_view>
+#include <vector>
 
+#include "batch.hpp"
 #include "verdict.hpp"
 
 namespace r3fast {
@@ -37,6 +39,24 @@ class FunctionCallGold {
 Verdict check_function_calls(std::string_view output, const FunctionCallGold& gold, bool known_utf8 = false);
 
 // The same with the gold as JSON text; consecutive checks against equal gold text (a GRPO group) parse it once.
+// A malformed gold is Verdict::kBadGold, whatever the output.
 Verdict check_function_calls(std::string_view output, std::string_view gold, bool known_utf8 = false);
+
+// One item of a batch: an output as the bindings found it, against a prepared gold or, when `gold` is null,
+// against JSON text. A malformed text gold is kBadGold even when the output is not text: it is the caller's error.
+Verdict check_function_calls(TextRef output, const FunctionCallGold* gold, std::string_view gold_text);
+
+// A batch of checks as plain values: the bindings build it while holding the GIL, then check it without.
+struct FunctionCallBatch {
+  TextBatch outputs;
+  // Item i's gold, prepared; or null, and its gold is JSON text: gold_texts.text(gold_text[i]). Owned by the
+  // caller, which keeps them alive until the checks return (the bindings: by the references their arguments hold).
+  std::vector<const FunctionCallGold*> golds;
+  TextBatch gold_texts;  // each JSON text gold once per run of items that share it
+  std::vector<size_t> gold_text;
+};
+
+// The verdict of every item, checked on up to `num_threads` threads (0: one per hardware thread).
+std::vector<Verdict> check_function_calls_batch(const FunctionCallBatch& batch, unsigned num_threads);
 
 }  // namespace r3fast

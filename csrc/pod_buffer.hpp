@@ -1,4 +1,4 @@
-// PodBuffer: the growable array the checkers and the bindings fill on their hot paths.
+// PodBuffer: the growable array the checkers and batches fill on their hot paths.
 #pragma once
 #include <algorithm>
 #include <cstddef>

@@ -2,8 +2,9 @@
 
 A group is every reflection sampled for one failed attempt. Each reflection's advantage is its
 reward minus the group mean, divided by the group's standard deviation (+ eps) when `scale_std`.
-A group whose rewards are all equal has zero advantages everywhere: it teaches nothing and is
-left out of training batches, but reported so a run can see how much of its sampling was wasted.
+A group whose rewards are all equal has zero advantages everywhere: it teaches nothing, yet its
+samples still count in the loss's normalisation (as in TRL), and it is reported so a run can see
+how much of its sampling was wasted.
 """
 
 from __future__ import annotations
@@ -57,3 +58,12 @@ def group_advantages(
     advantages = torch.where(is_flat[inverse], torch.zeros_like(advantages), advantages)
     sizes = {int(g): int(c) for g, c in zip(unique.tolist(), counts.tolist(), strict=True)}
     return GroupAdvantages(advantages.tolist(), flat, sizes)
+
+
+def assign_advantages(samples: Sequence, *, scale_rewards: bool = True) -> list[int]:
+    """Set each sample's `.advantage` from the `.reward`s of its `.group_id`; returns the group ids
+    with no signal. The one place both stages turn rewards into advantages."""
+    result = group_advantages([s.reward for s in samples], [s.group_id for s in samples], scale_std=scale_rewards)
+    for sample, advantage in zip(samples, result.advantages, strict=True):
+        sample.advantage = advantage
+    return result.flat_groups

@@ -22,28 +22,19 @@ from dataclasses import asdict, replace
 from r3fast.reflect import ReflectConfig, reflect_retry
 from r3fast.rollout.base import GenerationStats, RolloutEngine
 from r3fast.tasks.base import Instance, Task
+from r3fast.train.metrics import format_lift, paired_difference_interval
 
 # The evaluation's own defaults: one greedy reflection, so the number is deterministic.
 EVAL_REFLECT = ReflectConfig(group_size=1, reflection_temperature=0.0)
 
 
-def make_engine(engine: str, model: str, *, batch_size: int = 16):
-    """(RolloutEngine, tokenizer) for a model name or folder; `engine` as in r3fast.rollout.resolve_engine."""
-    from r3fast.models import load, materialize
-    from r3fast.rollout import resolve_engine
-
-    kind = resolve_engine(engine)
-    if kind == "vllm":
-        from transformers import AutoTokenizer
-
-        from r3fast.rollout.vllm import VLLMEngine
-
-        path = materialize(model)
-        return VLLMEngine(path), AutoTokenizer.from_pretrained(path)
-    from r3fast.rollout.hf import HFEngine
-
-    hf_model, tokenizer = load(model)
-    return HFEngine(hf_model, tokenizer, batch_size=batch_size), tokenizer
+def evaluation_config(trained: ReflectConfig, *, seed: int) -> ReflectConfig:
+    """The held-out evaluation of a run that trains with `trained`: one greedy reflection, with the
+    run's token budgets, reflection prompts and answer-tag rule."""
+    return replace(EVAL_REFLECT, attempt_max_new_tokens=trained.attempt_max_new_tokens,
+                   reflection_max_new_tokens=trained.reflection_max_new_tokens,
+                   reflection_bad_words=trained.reflection_bad_words, reflection_stop=trained.reflection_stop,
+                   prompts=trained.prompts, seed=seed)
 
 
 def evaluate(
@@ -58,8 +49,6 @@ def evaluate(
 ) -> dict:
     """First- and second-try accuracy over `instances`, in chunks of `chunk_size` (for the progress bar)."""
     from tqdm import tqdm
-
-    from r3fast.train.metrics import paired_difference_interval  # r3fast.train imports torch: only when run
 
     if not instances:
         raise ValueError("evaluate needs at least one instance")
@@ -155,12 +144,6 @@ def format_report(report: dict) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-
-
-def format_lift(report: dict) -> str:
-    """`+0.012 [-0.004, 0.030]`: the reflection lift and its paired 95% interval."""
-    low, high = report["reflection_lift_ci95"]
-    return f"{report['reflection_lift']:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def _codes(codes: dict) -> str:

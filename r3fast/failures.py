@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from r3fast.prompts import chat_template_inputs, template_takes_tools
-from r3fast.reflect import Attempt, chat_ids, first_attempts
+from r3fast.prompts import task_chat
+from r3fast.reflect import Attempt, first_attempts, judge
 from r3fast.rollout.base import Completion, GenerationStats, RolloutEngine, SamplingParams
 from r3fast.tasks.base import Instance, Task
 
@@ -113,19 +113,19 @@ def failures_as_attempts(failures: Sequence[Failure], task: Task, tokenizer) -> 
     """Stored failures as first attempts, ready for `reflect_retry(..., attempts=...)`.
 
     The stored answer is re-tokenised: it only appears in the context of the reflection, which
-    is templated from text anyway.
+    is templated from text anyway. Its verdict's reason (the feedback a reflection request may
+    quote) is judged again, in one batch.
     """
-    takes_tools = template_takes_tools(getattr(tokenizer, "chat_template", None))
-    attempts = []
     for failure in failures:
         if failure.task != task.name:
             raise ValueError(f"failure {failure.instance.id!r} is from task {failure.task!r}, not {task.name!r}")
+    instances = [f.instance for f in failures]
+    verdicts = judge(task, instances, [f.attempt for f in failures])
+    attempts = []
+    for failure, verdict in zip(failures, verdicts, strict=True):
         prompt = task.prompt(failure.instance)
-        messages, tools = chat_template_inputs(prompt, takes_tools)
+        messages, tools, ids = task_chat(tokenizer, prompt)
         completion = Completion(tokenizer.encode(failure.attempt, add_special_tokens=False), [], failure.attempt, "stop")
-        reason = getattr(task.explain(failure.instance, failure.attempt), "reason", "")
-        attempts.append(
-            Attempt(failure.instance, messages, tools, prompt.task_text, chat_ids(tokenizer, messages, tools),
-                    completion, False, failure.verdict, reason)
-        )
+        attempts.append(Attempt(failure.instance, messages, tools, prompt.task_text, ids, completion, False,
+                                failure.verdict, verdict.reason))
     return attempts

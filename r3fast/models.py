@@ -147,12 +147,11 @@ def materialize(name_or_path: str | os.PathLike) -> Path:
 
 
 def load(name_or_path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-    """(model, tokenizer) in eval mode, with the attention backend and thread count chosen for `device`."""
+    """(model, tokenizer) in eval mode, with the attention backend chosen for `device`. The thread count is
+    the caller's: the trainer shares cores among its ranks, r3fast.rollout.make_engine takes them all."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = materialize(name_or_path)
-    if torch.device(device).type == "cpu":
-        set_thread_count()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attention_backend(device))
     model.to(device).eval()

@@ -288,6 +288,26 @@ def template_takes_tools(chat_template: str | None) -> bool:
     return bool(chat_template) and re.search(r"\btools\b", chat_template) is not None
 
 
+def chat_ids(tokenizer, messages: Sequence[Mapping[str, str]], tools: list[dict] | None = None) -> list[int]:
+    """Token ids of `messages` under the tokenizer's chat template, ending with the generation prompt.
+
+    Rendered to text first and encoded without extra special tokens: templates write their own
+    BOS, and encoding the text is the same path for every tokenizer class.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat_template: r3fast prompts are chat conversations")
+    kwargs = {"tools": tools} if tools else {}
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False, **kwargs)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def task_chat(tokenizer, prompt: Any) -> tuple[list[dict[str, str]], list[dict] | None, list[int]]:
+    """(messages, tools, token ids) of a task's `Prompt` under the tokenizer's chat template: the one
+    templating of a first attempt, whichever stage makes it."""
+    messages, tools = chat_template_inputs(prompt, template_takes_tools(getattr(tokenizer, "chat_template", None)))
+    return messages, tools, chat_ids(tokenizer, messages, tools)
+
+
 def chat_template_inputs(prompt: Any, takes_tools: bool) -> tuple[list[dict[str, str]], list[dict] | None]:
     """(messages, tools) of a `r3fast.tasks.Prompt` for `tokenizer.apply_chat_template(messages, tools=tools)`.
 

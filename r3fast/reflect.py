@@ -13,48 +13,66 @@ Each step is a plain function over plain data, so a trainer or an evaluation can
    engines share the context's prefill), verify: the reward is the fraction that pass.
    `retry_without_reflection` is the control: the same retry turn with the reflection left out.
 4. `build_episodes`: `context_ids` is exactly the prompt the engine was given for the reflection
-   and `reflection_ids` exactly the tokens it sampled, so `context_ids + reflection_ids` is what the
-   model saw and the loss mask covers nothing but the reflection (no re-tokenisation of its text).
-5. `group_advantages`: groups whose rewards are all equal carry no signal: their advantages are
-   exactly 0, and they still count in the loss's normalisation, as in TRL.
+   and `completion_ids` exactly the reflection tokens it sampled, so the loss sees what the model
+   saw and its mask covers nothing but the reflection (no re-tokenisation of its text).
+5. `assign_advantages` (r3fast.advantages): groups whose rewards are all equal carry no signal:
+   their advantages are exactly 0, and they still count in the loss's normalisation, as in TRL.
+
+Every verification goes through `judge`: one `task.judge_batch` call per step.
 """
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from r3fast.advantages import group_advantages
+from r3fast.advantages import assign_advantages
 from r3fast.episode import Episode
-from r3fast.prompts import (
-    ReflectionPrompts,
-    answer_tags,
-    chat_template_inputs,
-    reflection_turn,
-    retry_turn,
-    template_takes_tools,
-)
-from r3fast.rollout.base import Completion, GenerationStats, RolloutEngine, SamplingParams
+from r3fast.prompts import ReflectionPrompts, answer_tags, chat_ids, reflection_turn, retry_turn, task_chat
+from r3fast.rollout.base import Completion, GenerationStats, RolloutEngine, SamplingParams, generate_counted
 from r3fast.tasks.base import Instance, Task
+from r3fast.timing import PhaseTimer, timed
+from r3fast.train.config import RolloutConfig, TaskConfig
+from r3fast.verify.verdict import Verdict
+
+_ROLLOUT = RolloutConfig()  # the config tree is the one source of the rollout's defaults
 
 
 @dataclass
 class ReflectConfig:
-    group_size: int = 4                    # G: reflections sampled per failed attempt (one GRPO group)
-    attempt_max_new_tokens: int = 128      # budget of first attempts and retries
-    attempt_temperature: float = 0.0       # first attempts: greedy finds what the model reliably fails
-    reflection_max_new_tokens: int = 64    # budget of a self-reflection (96 tokens at T=1 read as noise)
-    reflection_temperature: float = 0.7    # reflections must differ within a group, yet stay coherent
-    retry_temperature: float = 0.0         # greedy retries: the reward measures the reflection, not luck
-    retries_per_reflection: int = 1        # k: retries after each reflection; the reward is the fraction that pass
+    """What reflect_retry samples: the `rollout` keys of the config tree (same names, same defaults,
+    same meaning: see r3fast/train/config.py), with the reflection prompts and the advantage scaling."""
+
+    group_size: int = _ROLLOUT.group_size
+    attempt_max_new_tokens: int = _ROLLOUT.attempt_max_new_tokens
+    attempt_temperature: float = _ROLLOUT.attempt_temperature
+    reflection_max_new_tokens: int = _ROLLOUT.reflection_max_new_tokens
+    reflection_temperature: float = _ROLLOUT.reflection_temperature
+    retry_temperature: float = _ROLLOUT.retry_temperature
+    retries_per_reflection: int = _ROLLOUT.retries_per_reflection
     reflection_bad_words: tuple[str, ...] = ()  # strings a reflection may not contain (a task's answer tags)
     reflection_stop: tuple[str, ...] = ()  # strings a reflection ends at
-    top_p: float = 1.0                     # nucleus mass for sampled turns
+    top_p: float = _ROLLOUT.top_p
     scale_rewards: bool = True             # divide advantages by the group std (False: Dr. GRPO)
     seed: int = 0                          # sampling seed; each step derives its own from it
     prompts: ReflectionPrompts = field(default_factory=ReflectionPrompts)  # reflection and retry turns
+
+    @classmethod
+    def from_config(cls, rollout: RolloutConfig, task: TaskConfig, *, scale_rewards: bool, seed: int) -> ReflectConfig:
+        """The config tree's `rollout` and `task` sections as reflect_retry takes them: the one mapping."""
+        prompts = ReflectionPrompts(retry_layout=task.retry_layout, quote_attempt=task.quote_attempt,
+                                    **{k: v for k, v in (("reflection_request", task.reflection_request),
+                                                         ("retry_request", task.retry_request)) if v})
+        return cls(
+            group_size=rollout.group_size, attempt_max_new_tokens=rollout.attempt_max_new_tokens,
+            attempt_temperature=rollout.attempt_temperature, reflection_max_new_tokens=rollout.reflection_max_new_tokens,
+            reflection_temperature=rollout.reflection_temperature, retry_temperature=rollout.retry_temperature,
+            top_p=rollout.top_p, retries_per_reflection=rollout.retries_per_reflection,
+            **reflection_tag_options(rollout.reflection_answer_tags, task.name),
+            scale_rewards=scale_rewards, seed=seed, prompts=prompts,
+        )
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
@@ -111,6 +129,15 @@ class Attempt:
     passed: bool
     code: str                              # verdict code (PASS, NO_ANSWER, ...)
     reason: str = ""                       # the verdict's reason: the feedback a reflection request may quote
+
+    def to_dict(self) -> dict:
+        """JSON-able: how a failure pool checkpoints the attempts it holds."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Attempt:
+        return cls(**{**values, "instance": Instance(**values["instance"]),
+                      "completion": Completion(**values["completion"])})
 
 
 @dataclass
@@ -178,19 +205,6 @@ class ReflectResult:
 # -- templating ---------------------------------------------------------------------------
 
 
-def chat_ids(tokenizer, messages: Sequence[dict[str, str]], tools: list[dict] | None = None) -> list[int]:
-    """Token ids of `messages` under the tokenizer's chat template, ending with the generation prompt.
-
-    Rendered to text first and encoded without extra special tokens: templates write their own
-    BOS, and encoding the text is the same path for every tokenizer class.
-    """
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the tokenizer has no chat_template: r3fast prompts are chat conversations")
-    kwargs = {"tools": tools} if tools else {}
-    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False, **kwargs)
-    return tokenizer.encode(text, add_special_tokens=False)
-
-
 def reflection_messages(attempt: Attempt, prompts: ReflectionPrompts) -> list[dict[str, str]]:
     return [
         *attempt.messages,
@@ -210,20 +224,15 @@ def retry_messages(attempt: Attempt, prompts: ReflectionPrompts, reflection: str
     return [*reflection_messages(attempt, prompts), {"role": "assistant", "content": reflection}, turn]
 
 
-def _timed_generate(
-    engine: RolloutEngine, prompts: list[list[int]], params: SamplingParams, stats: GenerationStats
-) -> list[list[Completion]]:
-    if not prompts:
-        return []
-    start = time.perf_counter()
-    out = engine.generate(prompts, params)
-    stats.seconds += time.perf_counter() - start
-    stats.prompt_tokens += sum(len(p) for p in prompts)
-    stats.generated_tokens += sum(len(c.token_ids) for cs in out for c in cs)
-    return out
-
-
 # -- the steps ----------------------------------------------------------------------------
+
+
+def judge(task: Task, instances: Sequence[Instance], texts: Sequence[str], timer: PhaseTimer | None = None) -> list[Verdict]:
+    """The verdicts of `texts` (one per instance): one batch call per phase, timed as "scoring"."""
+    if not texts:
+        return []
+    with timed(timer, "scoring"):
+        return task.judge_batch(list(instances), list(texts))
 
 
 def first_attempts(
@@ -233,22 +242,20 @@ def first_attempts(
     instances: Sequence[Instance],
     params: SamplingParams,
     stats: GenerationStats | None = None,
+    timer: PhaseTimer | None = None,
 ) -> list[Attempt]:
     """Step 1: one attempt per instance (params.n must be 1), verified."""
     if params.n != 1:
         raise ValueError(f"first attempts take one sample per instance, got n={params.n}")
-    takes_tools = template_takes_tools(getattr(tokenizer, "chat_template", None))
-    conversations = []
-    for instance in instances:
-        prompt = task.prompt(instance)
-        messages, tools = chat_template_inputs(prompt, takes_tools)
-        conversations.append((instance, messages, tools, prompt.task_text, chat_ids(tokenizer, messages, tools)))
-    outs = _timed_generate(engine, [c[4] for c in conversations], params, stats or GenerationStats())
-    attempts = []
-    for (instance, messages, tools, task_text, ids), (completion,) in zip(conversations, outs, strict=True):
-        passed, code, reason = _judge(task, instance, completion.text)
-        attempts.append(Attempt(instance, messages, tools, task_text, ids, completion, passed, code, reason))
-    return attempts
+    prompts = [task.prompt(instance) for instance in instances]
+    chats = [task_chat(tokenizer, prompt) for prompt in prompts]
+    completions = [cs[0] for cs in generate_counted(engine, [c[2] for c in chats], params, stats, timer)]
+    verdicts = judge(task, instances, [c.text for c in completions], timer)
+    return [
+        Attempt(instance, messages, tools, prompt.task_text, ids, completion, v.passed, v.code, v.reason)
+        for instance, prompt, (messages, tools, ids), completion, v
+        in zip(instances, prompts, chats, completions, verdicts, strict=True)
+    ]
 
 
 def sample_reflections(
@@ -258,10 +265,11 @@ def sample_reflections(
     params: SamplingParams,
     prompts: ReflectionPrompts,
     stats: GenerationStats | None = None,
+    timer: PhaseTimer | None = None,
 ) -> list[Reflection]:
     """Step 2: params.n reflections per failed attempt; group id = index of the attempt in `failed`."""
     contexts = [chat_ids(tokenizer, reflection_messages(a, prompts), a.tools) for a in failed]
-    outs = _timed_generate(engine, contexts, params, stats or GenerationStats())
+    outs = generate_counted(engine, contexts, params, stats, timer)
     return [
         Reflection(attempt, group_id, context, completion)
         for group_id, (attempt, context, completions) in enumerate(zip(failed, contexts, outs, strict=True))
@@ -277,9 +285,10 @@ def retry_after_reflections(
     params: SamplingParams,
     prompts: ReflectionPrompts,
     stats: GenerationStats | None = None,
+    timer: PhaseTimer | None = None,
 ) -> list[Retry]:
     """Step 3: params.n retries (k) per reflection, each verified."""
-    return _retries(engine, tokenizer, task, [(r.attempt, r) for r in reflections], params, prompts, stats)
+    return _retries(engine, tokenizer, task, [(r.attempt, r) for r in reflections], params, prompts, stats, timer)
 
 
 def retry_without_reflection(
@@ -290,57 +299,49 @@ def retry_without_reflection(
     params: SamplingParams,
     prompts: ReflectionPrompts,
     stats: GenerationStats | None = None,
+    timer: PhaseTimer | None = None,
 ) -> list[Retry]:
     """The control: params.n retries per failed attempt from the retry turn without a reflection."""
-    return _retries(engine, tokenizer, task, [(a, None) for a in failed], params, prompts, stats)
+    return _retries(engine, tokenizer, task, [(a, None) for a in failed], params, prompts, stats, timer)
 
 
-def _retries(engine, tokenizer, task, items, params, prompts, stats) -> list[Retry]:
+def _retries(engine, tokenizer, task, items, params, prompts, stats, timer) -> list[Retry]:
     contexts = [
         chat_ids(tokenizer, retry_messages(a, prompts, None if r is None else r.completion.text), a.tools)
         for a, r in items
     ]
-    outs = _timed_generate(engine, contexts, params, stats or GenerationStats())
+    outs = generate_counted(engine, contexts, params, stats, timer)
+    verdicts = iter(judge(task, [a.instance for (a, _), cs in zip(items, outs, strict=True) for _c in cs],
+                          [c.text for cs in outs for c in cs], timer))
     retries = []
     for (attempt, reflection), context, completions in zip(items, contexts, outs, strict=True):
-        verdicts = [_judge(task, attempt.instance, c.text) for c in completions]
-        retries.append(Retry(attempt, reflection, context, list(completions), [v[0] for v in verdicts],
-                             [v[1] for v in verdicts]))
+        mine = [next(verdicts) for _ in completions]
+        retries.append(Retry(attempt, reflection, context, list(completions), [v.passed for v in mine],
+                             [v.code for v in mine]))
     return retries
 
 
 def build_episodes(retries: Sequence[Retry]) -> list[Episode]:
     """Step 4: one Episode per reflection, reward = the fraction of its retries that passed
     (advantages not yet set)."""
-    episodes = []
-    for retry in retries:
-        reflection, attempt = retry.reflection, retry.attempt
-        episodes.append(
-            Episode(
-                instance_id=attempt.instance.id,
-                group_id=reflection.group_id,
-                context_ids=list(reflection.context_ids),
-                reflection_ids=list(reflection.completion.token_ids),
-                reflection_logprobs=list(reflection.completion.logprobs),
-                reflection_text=reflection.completion.text,
-                first_attempt_text=attempt.completion.text,
-                first_verdict=attempt.passed,
-                retry_context_ids=list(retry.prompt_ids),
-                retry_ids=[list(c.token_ids) for c in retry.completions],
-                retry_texts=[c.text for c in retry.completions],
-                retry_verdicts=list(retry.passed),
-                reward=sum(retry.passed) / len(retry.passed),
-            )
+    return [
+        Episode(
+            context_ids=list(retry.reflection.context_ids),
+            completion_ids=list(retry.reflection.completion.token_ids),
+            sampling_logprobs=list(retry.reflection.completion.logprobs),
+            reward=sum(retry.passed) / len(retry.passed),
+            group_id=retry.reflection.group_id,
+            instance_id=retry.attempt.instance.id,
+            reflection_text=retry.reflection.completion.text,
+            first_attempt_text=retry.attempt.completion.text,
+            first_verdict=retry.attempt.passed,
+            retry_context_ids=list(retry.prompt_ids),
+            retry_ids=[list(c.token_ids) for c in retry.completions],
+            retry_texts=[c.text for c in retry.completions],
+            retry_verdicts=list(retry.passed),
         )
-    return episodes
-
-
-def assign_advantages(episodes: Sequence[Episode], *, scale_rewards: bool = True) -> list[int]:
-    """Step 5: set each episode's group-normalised advantage; returns the group ids with no signal."""
-    result = group_advantages([e.reward for e in episodes], [e.group_id for e in episodes], scale_std=scale_rewards)
-    for episode, advantage in zip(episodes, result.advantages, strict=True):
-        episode.advantage = advantage
-    return result.flat_groups
+        for retry in retries
+    ]
 
 
 def reflect_retry(
@@ -352,24 +353,26 @@ def reflect_retry(
     *,
     attempts: Sequence[Attempt] | None = None,
     control: bool = False,
+    timer: PhaseTimer | None = None,
 ) -> ReflectResult:
     """Steps 1-5 over `instances`. Pass `attempts` to reuse first attempts made elsewhere;
-    `control=True` also retries each failure without a reflection (ReflectResult.control)."""
+    `control=True` also retries each failure without a reflection (ReflectResult.control).
+    With `timer`, generation and verification are timed as "generation" and "scoring"."""
     config = config or ReflectConfig()
     stats = {step: GenerationStats() for step in ("attempt", "reflection", "retry", *(("control",) if control else ()))}
     if attempts is None:
-        attempts = first_attempts(engine, tokenizer, task, instances, config.attempt_params(), stats["attempt"])
+        attempts = first_attempts(engine, tokenizer, task, instances, config.attempt_params(), stats["attempt"], timer)
     failed = [a for a in attempts if not a.passed]
     reflections = sample_reflections(
-        engine, tokenizer, failed, config.reflection_params(), config.prompts, stats["reflection"]
+        engine, tokenizer, failed, config.reflection_params(), config.prompts, stats["reflection"], timer
     )
     retries = retry_after_reflections(
-        engine, tokenizer, task, reflections, config.retry_params(), config.prompts, stats["retry"]
+        engine, tokenizer, task, reflections, config.retry_params(), config.prompts, stats["retry"], timer
     )
     episodes = build_episodes(retries)
     flat = assign_advantages(episodes, scale_rewards=config.scale_rewards)
     controls = (retry_without_reflection(engine, tokenizer, task, failed, config.control_params(), config.prompts,
-                                         stats["control"]) if control else [])
+                                         stats["control"], timer) if control else [])
     return ReflectResult(
         attempts=list(attempts),
         episodes=episodes,
@@ -379,9 +382,3 @@ def reflect_retry(
         stats=stats,
         control=controls,
     )
-
-
-def _judge(task: Task, instance: Instance, text: str) -> tuple[bool, str, str]:
-    passed = bool(task.verify(instance, text))
-    verdict = task.explain(instance, text)
-    return passed, verdict.code, getattr(verdict, "reason", "")

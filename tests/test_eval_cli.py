@@ -9,7 +9,7 @@ import pytest
 from r3fast.cli import main
 from r3fast.evaluate import format_report
 
-SMALL = ["--model", "tiny-random", "--n", "3", "--max-new-tokens", "4", "--batch-size", "4", "--no-progress"]
+SMALL = ["--engine", "hf", "--model", "tiny-random", "--n", "3", "--max-new-tokens", "4", "--batch-size", "4", "--no-progress"]
 
 
 def test_eval_writes_valid_json(tiny_model, tmp_path, capsys):
@@ -78,12 +78,12 @@ def test_eval_takes_graded_retries_and_answer_tag_bans(tiny_model, tmp_path):
     (["--retry-temperature", "-0.5"], "retry_temperature must be >= 0"),
 ])
 def test_eval_refuses_bad_values_before_loading_a_model(tmp_path, capsys, monkeypatch, flags, message):
-    import r3fast.evaluate
+    import r3fast.rollout
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the values were checked")
 
-    monkeypatch.setattr(r3fast.evaluate, "make_engine", no_model)
+    monkeypatch.setattr(r3fast.rollout, "make_engine", no_model)
     assert main(["eval", "--task", "countdown-easy", *SMALL, *flags, "--out", str(tmp_path / "e.json")]) == 2
     assert message in capsys.readouterr().err
 

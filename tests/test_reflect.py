@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 import json
 import zlib
-from dataclasses import dataclass
 
 import pytest
+from stand_in_task import StandInTask
 
 from r3fast.episode import Episode
 from r3fast.failures import failures_as_attempts, mine_failures, read_failures, write_failures
@@ -47,12 +47,7 @@ GENERATION_PROMPTS = {
 }
 
 
-@dataclass(frozen=True)
-class Code:
-    code: str
-
-
-class WordTask:
+class WordTask(StandInTask):
     """Say a word. Passes are a deterministic coin flip on the text, so groups get mixed rewards."""
 
     name = "word"
@@ -69,8 +64,6 @@ class WordTask:
             return False
         return zlib.crc32(text.encode()) % 3 == 0
 
-    def explain(self, instance, text):
-        return Code("PASS" if self.verify(instance, text) else "WRONG")
 
 
 def instances(n):
@@ -130,13 +123,21 @@ def test_reflection_mask_covers_exactly_the_reflection(tiny_model, template, bat
         context_text = tokenizer.decode(episode.context_ids)
         assert context_text.endswith(GENERATION_PROMPTS[template])
         assert config.prompts.reflection_request in context_text
-        # the masked tokens are the reflection, decoded back to its text (special tokens aside)
-        masked = [t for t, m in zip(episode.input_ids, episode.reflection_mask, strict=True) if m]
-        assert masked == episode.reflection_ids
+        # the loss mask (collate: the one mask builder) covers the reflection, decoded back to its text
+        masked = loss_targets(episode)
+        assert masked == episode.completion_ids
         assert tokenizer.decode(masked, skip_special_tokens=True) == episode.reflection_text
-        assert len(episode.reflection_logprobs) == len(episode.reflection_ids) > 0
-        assert episode.target_mask == episode.reflection_mask[1:]
-        assert len(episode.input_ids) == len(episode.reflection_mask)
+        assert len(episode.sampling_logprobs) == len(episode.completion_ids) > 0
+
+
+def loss_targets(sample) -> list[int]:
+    """The target tokens the loss mask covers when `sample` is trained alone."""
+    import torch
+
+    from r3fast.train.update import collate
+
+    batch = collate([sample], pad_id=0, device=torch.device("cpu"), shared_prefix=False)
+    return batch.target_ids[0][batch.loss_mask[0].bool()].tolist()
 
 
 @pytest.mark.parametrize("template", ["smollm2", "qwen2", "llama3"])
@@ -151,8 +152,8 @@ def test_episode_tokens_are_the_sampled_tokens_not_a_retokenisation(tiny_model, 
     reflection_prompts = engine.prompts[2:4]  # calls 0-1: attempts, 2-3: reflections, then retries
     for e in result.episodes:
         assert e.context_ids == reflection_prompts[e.group_id]
-        assert e.reflection_ids == tokenizer.encode(reflections[result.episodes.index(e) % 3], add_special_tokens=False)
-        assert e.input_ids == e.context_ids + e.reflection_ids
+        assert e.completion_ids == tokenizer.encode(reflections[result.episodes.index(e) % 3], add_special_tokens=False)
+        assert loss_targets(e) == e.completion_ids
     # the retry restates the task after the reflection
     for e in result.episodes:
         retry_text = tokenizer.decode(e.retry_context_ids)
@@ -186,7 +187,7 @@ def test_groups_rewards_and_advantages(tiny_model):
     assert all(e.advantage == 0.0 for e in result.episodes if e.group_id in result.flat_groups)
     assert sum(result.retry_codes.values()) == len(result.episodes)
     assert sum(result.first_codes.values()) == 7
-    assert result.stats["reflection"].generated_tokens == sum(len(e.reflection_ids) for e in result.episodes)
+    assert result.stats["reflection"].generated_tokens == sum(len(e.completion_ids) for e in result.episodes)
 
 
 def test_only_failures_reflect():
@@ -366,7 +367,7 @@ def test_k_retries_reward_is_the_fraction_that_pass(tiny_model):
     assert result.retry_passed_groups == 2
     # the loss still covers the reflection tokens only
     for e in result.episodes:
-        assert sum(e.reflection_mask) == len(e.reflection_ids)
+        assert loss_targets(e) == e.completion_ids
     # group 0's rewards (0, 1/4, 1) are mixed, so its advantages follow its rewards
     group = [e for e in result.episodes if e.group_id == 0]
     assert group[0].advantage < group[1].advantage < group[2].advantage
@@ -379,7 +380,7 @@ def test_episodes_survive_a_json_round_trip(tiny_model):
     result = reflect_retry(engine, tokenizer, TaggedPasses(), instances(1), config)
     for e in result.episodes:
         again = Episode.from_dict(json.loads(json.dumps(e.to_dict())))
-        assert again == e and again.input_ids == e.input_ids and again.reward == 1 / 3
+        assert again == e and again.reward == 1 / 3
 
 
 @pytest.mark.parametrize("kwargs, name", [

@@ -13,7 +13,7 @@ TESTS = [
     "tests/test_verify_hostile.py",
     "tests/test_verify_countdown.py",
     "tests/test_verify_function_calls.py",
-    "tests/test_verify_threads.py",  # batches read in place while Python code frees what they held
+    "tests/test_verify_threads.py",  # batches checked on worker threads while Python code mutates their inputs
 ]
 
 # Loads the sanitized build as r3fast._native before r3fast.verify imports it, then runs pytest.

@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from train_helpers import VOCAB
 
+from r3fast.episode import TrainingSample
 from r3fast.train import shared_prefix
 from r3fast.train.config import load_config
 from r3fast.train.distributed import DistContext
 from r3fast.train.update import (
     PolicyLoss,
-    TrainingSample,
     collate,
     grpo_update,
     last_hidden,

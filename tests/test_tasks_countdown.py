@@ -10,8 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r3fast.tasks import PRESETS, CountdownConfig, get_task, load_instances
-from r3fast.tasks.countdown import countdown_instance, generate_countdown, load_countdown
+from r3fast.tasks import get_task, load_instances
+from r3fast.tasks.countdown import (
+    PRESETS,
+    CountdownConfig,
+    countdown_instance,
+    generate_countdown,
+    load_countdown,
+)
 from r3fast.tasks.files import MissingDependencyError
 from r3fast.verify import check_countdown
 

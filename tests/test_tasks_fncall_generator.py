@@ -12,8 +12,9 @@ from collections import Counter
 import pytest
 
 from r3fast.prompts import render_calls
-from r3fast.tasks import get_task, load_instances, to_xlam_row
+from r3fast.tasks import get_task, load_instances
 from r3fast.tasks.fncall_generator import ARGUMENT_KINDS, generate_function_calling, tool_catalogue
+from r3fast.tasks.function_calling import to_xlam_row
 from r3fast.tasks.heldout import check_disjoint
 from r3fast.verify import check_function_calls
 

@@ -9,10 +9,15 @@ import sys
 import pytest
 
 from r3fast.prompts import chat_template_inputs
-from r3fast.tasks import get_task, load_instances, to_xlam_row
+from r3fast.tasks import get_task, load_instances
 from r3fast.tasks.files import MissingDependencyError
 from r3fast.tasks.fncall_generator import generate_function_calling
-from r3fast.tasks.function_calling import function_calling_instance, load_function_calling, normalize_tool
+from r3fast.tasks.function_calling import (
+    function_calling_instance,
+    load_function_calling,
+    normalize_tool,
+    to_xlam_row,
+)
 
 # One row as xLAM-function-calling-60k writes it: flat parameter maps with Python type names.
 XLAM_ROW = {

@@ -12,11 +12,12 @@ from r3fast.train.config import (
     config_from_dict,
     load_config,
     preset_names,
+    resumable_config,
     save_config,
     to_dict,
 )
 from r3fast.train.metrics import wilson_interval
-from r3fast.train.trainer import lr_factor, resumable_config
+from r3fast.train.optimizer import lr_factor
 
 
 def test_presets_ship_and_validate():
@@ -97,12 +98,10 @@ def test_cli_reports_config_errors_in_one_line(capsys):
 
 
 def test_lr_schedule_warmup_then_cosine_and_wilson_interval():
-    cfg = load_config(overrides=["schedule.steps=10", "stage.first_try_steps=0", "schedule.warmup_steps=2", "schedule.lr_schedule=cosine",
-                                 "schedule.min_lr_ratio=0.1"])
-    f = lr_factor(cfg)
+    f = lr_factor(steps=10, warmup_steps=2, schedule="cosine", min_lr_ratio=0.1)
     assert f(0) == pytest.approx(1 / 3) and f(1) == pytest.approx(2 / 3) and f(2) == pytest.approx(1.0)
     assert f(10) == pytest.approx(0.1) and f(6) == pytest.approx(0.55)
-    constant = lr_factor(load_config(overrides=["schedule.lr_schedule=constant", "schedule.warmup_steps=0"]))
+    constant = lr_factor(steps=100, warmup_steps=0, schedule="constant", min_lr_ratio=0.1)
     assert constant(0) == constant(50) == 1.0
     low, high = wilson_interval(0.5, 100)  # known value: 0.5 +- ~0.096
     assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
@@ -110,7 +109,7 @@ def test_lr_schedule_warmup_then_cosine_and_wilson_interval():
 
 def test_stage_draws_fill_the_batch_outside_the_held_out_set():
     from r3fast.tasks import load_instances
-    from r3fast.train.trainer import draw_excluding
+    from r3fast.tasks.selection import draw_excluding
 
     held_out = {i.id for i in load_instances("countdown-easy", n=500, seed=1_000_003)}
 
@@ -124,3 +123,44 @@ def test_stage_draws_fill_the_batch_outside_the_held_out_set():
     assert [i.id for i in picked] == [i.id for i in draw_excluding(draw, 64, 5, held_out)]  # seeded
     with pytest.raises(ValueError, match="lower data.eval_size"):
         draw_excluding(lambda k, seed: first, 3, 0, {i.id for i in first}, max_rounds=5)
+
+
+def test_one_source_of_rollout_defaults():
+    """ReflectConfig, the eval/failures flags and the training config agree, because they read one tree."""
+    import argparse
+
+    from r3fast.commands import eval as eval_command
+    from r3fast.reflect import ReflectConfig
+    from r3fast.train.config import RolloutConfig, TaskConfig
+
+    rollout, reflect = RolloutConfig(), ReflectConfig()
+    for name in ("group_size", "attempt_max_new_tokens", "attempt_temperature", "reflection_max_new_tokens",
+                 "reflection_temperature", "retry_temperature", "retries_per_reflection", "top_p"):
+        assert getattr(reflect, name) == getattr(rollout, name), name
+    parser = argparse.ArgumentParser()
+    eval_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["eval", "--task", "countdown", "--out", "x.json"])
+    assert (args.engine, args.batch_size, args.max_new_tokens) == \
+        (rollout.engine, rollout.batch_size, rollout.attempt_max_new_tokens)
+    assert (args.reflection_max_new_tokens, args.retry_temperature, args.retries_per_reflection,
+            args.reflection_answer_tags, args.retry_layout) == \
+        (rollout.reflection_max_new_tokens, rollout.retry_temperature, rollout.retries_per_reflection,
+         rollout.reflection_answer_tags, TaskConfig().retry_layout)
+
+
+def test_reflect_config_from_the_tree_maps_every_rollout_and_task_key():
+    from r3fast.prompts import answer_tags
+    from r3fast.reflect import ReflectConfig
+
+    cfg = load_config(overrides=["rollout.group_size=6", "rollout.retries_per_reflection=3", "rollout.top_p=0.9",
+                                 "rollout.retry_temperature=0.5", "rollout.reflection_answer_tags=ban",
+                                 "task.retry_layout=fresh", "task.quote_attempt=false",
+                                 "task.reflection_request=Why? {feedback}"])
+    r = ReflectConfig.from_config(cfg.rollout, cfg.task, scale_rewards=False, seed=11)
+    assert (r.group_size, r.retries_per_reflection, r.top_p, r.retry_temperature) == (6, 3, 0.9, 0.5)
+    assert (r.attempt_max_new_tokens, r.reflection_max_new_tokens) == \
+        (cfg.rollout.attempt_max_new_tokens, cfg.rollout.reflection_max_new_tokens)
+    assert r.reflection_bad_words == answer_tags(cfg.task.name) and r.reflection_stop == ()
+    assert (r.scale_rewards, r.seed) == (False, 11)
+    assert r.prompts.retry_layout == "fresh" and not r.prompts.quote_attempt
+    assert r.prompts.reflection_request == "Why? {feedback}"

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
+from r3fast.tasks.selection import task_instances, training_generator
 from r3fast.train.config import load_config
-from r3fast.train.trainer import task_instances, train, training_generator
+from r3fast.train.trainer import train
 
 needs_bfcl = pytest.mark.skipif(importlib.util.find_spec("bfcl_eval") is None, reason="bfcl-eval not installed")
 
@@ -40,10 +41,11 @@ def test_eval_task_needs_a_function_calling_task():
 @needs_bfcl
 def test_data_loading_checks_disjointness_from_bfcl(monkeypatch):
     cfg = load_config(preset="fncall-cpu")
-    heldout, training = task_instances(cfg)
+    heldout, training = task_instances(cfg.task.name, eval_task=cfg.data.eval_task, eval_size=cfg.data.eval_size,
+                                       eval_seed=cfg.data.eval_seed)
     assert len(heldout) == 137 and {i.data["category"] for i in heldout} == {"simple_python"}
     assert training == []  # generated: streamed, each batch checked by training_generator
-    generate = training_generator(cfg)
+    generate = training_generator(cfg.task.name, cfg.data.eval_task)
     assert len(generate(16, 0)) == 16
 
     # a generator that drifted onto a BFCL tool is stopped, naming the tool
@@ -53,7 +55,7 @@ def test_data_loading_checks_disjointness_from_bfcl(monkeypatch):
     monkeypatch.setattr(tasks, "load_instances", lambda name, **kw: leaked)
     with pytest.raises(ValueError, match=rf"task 'fncall-synthetic' overlaps the held-out evaluation in .*"
                                          rf"{leaked[0].data['tools'][0]['name']}"):
-        training_generator(cfg)(1, 0)
+        training_generator(cfg.task.name, cfg.data.eval_task)(1, 0)
 
 
 @needs_bfcl

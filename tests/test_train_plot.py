@@ -161,8 +161,7 @@ def test_paired_interval_holds_the_difference_and_is_narrower_than_unpaired():
 
 
 def test_before_after_table_prints_the_control_columns():
-    from r3fast.train.metrics import paired_difference_interval
-    from r3fast.train.trainer import format_before_after
+    from r3fast.train.metrics import format_before_after, paired_difference_interval
 
     def report(first, both, reflection_only, control_only, n=100):
         rescued, control = both + reflection_only, both + control_only

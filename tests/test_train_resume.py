@@ -122,13 +122,10 @@ def test_bad_reflection_protocol_values_are_refused_before_anything_loads(overri
 
 
 def test_interleaved_stage_spreads_the_first_try_steps():
-    from r3fast.train.config import load_config
-    from r3fast.train.trainer import is_first_try_step
+    from r3fast.train.warmup import is_warmup_step
 
-    cfg = load_config(preset="countdown-cpu", overrides=["schedule.steps=10", "stage.first_try_steps=4"])
-    assert [s for s in range(1, 11) if is_first_try_step(s, cfg)] == [1, 2, 3, 4]
-    cfg = load_config(preset="countdown-cpu", overrides=["schedule.steps=10", "stage.first_try_steps=4",
-                                                          "stage.interleave=true"])
-    warm = [s for s in range(1, 11) if is_first_try_step(s, cfg)]
+    assert [s for s in range(1, 11) if is_warmup_step(s, first_try_steps=4, steps=10, interleave=False)] == \
+        [1, 2, 3, 4]
+    warm = [s for s in range(1, 11) if is_warmup_step(s, first_try_steps=4, steps=10, interleave=True)]
     assert warm == [1, 3, 6, 8]  # step 1 warms up: R3 needs an answering policy
     assert all(b - a <= 3 for a, b in zip([0, *warm], warm, strict=False))  # evenly spread, never 3 R3 steps in a row

@@ -21,17 +21,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from r3fast.tasks import load_instances
+from r3fast.train.checkpoint import check_same_layout
 from r3fast.train.config import TrainConfig, load_config
 from r3fast.train.distributed import DistContext, data_shard, init_distributed
+from r3fast.train.metrics import first_try_metrics, r3_metrics
 from r3fast.train.pool import FailurePool
-from r3fast.train.trainer import (
-    build_engine,
-    check_same_layout,
-    configure_torch,
-    first_try_metrics,
-    r3_metrics,
-    step_seed,
-)
+from r3fast.train.state import rollout_engine
+from r3fast.train.torch_setup import configure_torch, step_seed
 
 
 def contexts(world: int, tp: int) -> list[DistContext]:
@@ -99,7 +95,7 @@ def test_an_hf_engine_is_refused_for_tp_whatever_the_config_said():
     cfg = TrainConfig()
     cfg.rollout = dataclasses.replace(cfg.rollout, engine="hf")  # as if "auto" had found no vLLM
     with pytest.raises(ValueError, match="rollout.tensor_parallel_size"):
-        build_engine(cfg, None, None, None, DistContext(rank=0, world_size=2, tensor_parallel_size=2))
+        rollout_engine(cfg, None, None, "model", DistContext(rank=0, world_size=2, tensor_parallel_size=2))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not importable")
@@ -117,7 +113,7 @@ def test_the_vllm_engine_gets_the_tp_size_and_its_data_rank_seed(monkeypatch, tm
     monkeypatch.setattr(vllm_engine, "on_cpu", lambda: False)
     monkeypatch.setattr(r3fast.models, "materialize", lambda name: tmp_path)
     cfg = load_config(overrides=["seed=10", "rollout.engine=vllm", "rollout.tensor_parallel_size=2"])
-    build_engine(cfg, torch.nn.Linear(1, 1), None, None, contexts(4, 2)[3])
+    rollout_engine(cfg, torch.nn.Linear(1, 1), SimpleNamespace(), "model", contexts(4, 2)[3])
     assert made["tensor_parallel_size"] == 2 and made["seed"] == 10 + 1  # rank 3 is data rank 1
 
 
@@ -182,23 +178,24 @@ def test_global_rngs_are_seeded_per_data_rank(restore_global_rngs):
     cfg = TrainConfig(threads=torch.get_num_threads())
     streams = []
     for dist in contexts(4, 2):
-        configure_torch(cfg, dist)
+        configure_torch(threads=cfg.threads, deterministic=False, seed=cfg.seed, data_rank=dist.data_rank)
         streams.append((random.random(), float(np.random.random()), torch.rand(3).tolist()))
     assert streams[0] == streams[1] and streams[2] == streams[3] and streams[0] != streams[2]
-    configure_torch(cfg, contexts(2, 1)[1])
+    configure_torch(threads=cfg.threads, deterministic=False, seed=cfg.seed, data_rank=contexts(2, 1)[1].data_rank)
     assert (random.random(), float(np.random.random()), torch.rand(3).tolist()) == streams[2]
 
 
 # -- metrics over four gloo ranks: each TP group counted once ----------------------------------------
 
 
-def first_try_batch_of(data_rank: int):
+def warmup_batch_of(data_rank: int):
     rewards = [[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]][data_rank]
-    return SimpleNamespace(rewards=rewards, groups=len(rewards) // 2, flat_groups=data_rank)
+    return SimpleNamespace(samples=[SimpleNamespace(reward=r) for r in rewards], groups=len(rewards) // 2,
+                           flat_groups=data_rank)
 
 
 def r3_result_of(data_rank: int):
-    episodes = [SimpleNamespace(reward=float(i % (2 + data_rank) == 0), reflection_ids=[0] * (3 + i + data_rank))
+    episodes = [SimpleNamespace(reward=float(i % (2 + data_rank) == 0), completion_ids=[0] * (3 + i + data_rank))
                 for i in range(4 + 2 * data_rank)]
     return SimpleNamespace(episodes=episodes, failed=2 + data_rank, flat_groups=[None] * data_rank,
                            retry_passed_groups=1 + data_rank,
@@ -212,7 +209,7 @@ def metrics_worker(rank, world, init_file, out_path):
         dist = DistContext(rank=rank, world_size=world, strategy="ddp", tensor_parallel_size=2)
         d = dist.data_rank
         mining = {"mining": SimpleNamespace(generated_tokens=100 * (d + 1))}
-        out = {"first_try": first_try_metrics(first_try_batch_of(d), mining, dist),
+        out = {"first_try": first_try_metrics(warmup_batch_of(d), mining, dist),
                "r3": r3_metrics(r3_result_of(d), mining, 10 + d, 7 + d, dist),
                "data_sum": dist.all_reduce_data_sum(torch.tensor([float(d + 1)])).item()}
         gathered = dist.gather_objects(out)
@@ -231,8 +228,8 @@ def four_rank_metrics(tmp_path_factory):
 
 def test_metrics_count_each_tp_group_once(four_rank_metrics):
     """Oracle: one process holding both data ranks' data, merged."""
-    parts = [first_try_batch_of(d) for d in (0, 1)]
-    whole = SimpleNamespace(rewards=parts[0].rewards + parts[1].rewards, groups=sum(p.groups for p in parts),
+    parts = [warmup_batch_of(d) for d in (0, 1)]
+    whole = SimpleNamespace(samples=parts[0].samples + parts[1].samples, groups=sum(p.groups for p in parts),
                             flat_groups=sum(p.flat_groups for p in parts))
     expected_first = first_try_metrics(whole, {"mining": SimpleNamespace(generated_tokens=100 + 200)}, DistContext())
     results = [r3_result_of(d) for d in (0, 1)]

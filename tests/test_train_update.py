@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from train_helpers import VOCAB, RecordGrads, naive_loss, random_samples, tiny_policy
 
 from r3fast.advantages import group_advantages
+from r3fast.episode import TrainingSample
 from r3fast.train.config import load_config
 from r3fast.train.distributed import DistContext
 from r3fast.train.update import (
     PolicyLoss,
-    TrainingSample,
     collate,
     grpo_update,
     moves_policy,

@@ -13,7 +13,7 @@ from verify_strategies import (
     examples,
 )
 
-from r3fast.verify import check_countdown, check_countdown_batch, explain_countdown
+from r3fast.verify import check_countdown, explain_countdown, explain_countdown_batch
 from r3fast.verify.reference import countdown_verdict
 
 KNOWN = [
@@ -87,30 +87,30 @@ def test_batch_matches_single_checks():
     numbers = [n for _, n, _, _ in KNOWN]
     targets = [t for *_, t, _ in KNOWN]
     expected = [code == "PASS" for *_, code in KNOWN]
-    assert check_countdown_batch(responses, numbers, targets) == expected
-    assert check_countdown_batch(responses, numbers, targets, num_threads=1) == expected
-    assert check_countdown_batch([], [], []) == []
+    assert [v.passed for v in explain_countdown_batch(responses, numbers, targets)] == expected
+    assert [v.passed for v in explain_countdown_batch(responses, numbers, targets, num_threads=1)] == expected
+    assert [v.passed for v in explain_countdown_batch([], [], [])] == []
 
 
 def test_bad_arguments_raise_naming_them():
     with pytest.raises(ValueError, match="numbers has 1 entries but responses has 2"):
-        check_countdown_batch(["a", "b"], [[1]], [1, 2])
+        explain_countdown_batch(["a", "b"], [[1]], [1, 2])
     with pytest.raises(ValueError, match="targets"):
-        check_countdown_batch(["a"], [[1]], [1, 2])
+        explain_countdown_batch(["a"], [[1]], [1, 2])
     with pytest.raises(ValueError, match=r"numbers\[1\].*int64"):
         check_countdown("<answer>1</answer>", [1, 2**63], 1)
     with pytest.raises(ValueError, match=r"numbers\[0\]\[0\].*int64"):
-        check_countdown_batch(["x"], [[-(2**63) - 1]], [1])
+        explain_countdown_batch(["x"], [[-(2**63) - 1]], [1])
     with pytest.raises(ValueError, match="target.*int64"):
         check_countdown("<answer>1</answer>", [1], 2**64)
     with pytest.raises(ValueError, match=r"targets\[0\]"):
-        check_countdown_batch(["x"], [[1]], [2**70])
+        explain_countdown_batch(["x"], [[1]], [2**70])
     with pytest.raises(TypeError, match="response must be str or bytes"):
         check_countdown(123, [1], 1)
     with pytest.raises(TypeError, match=r"numbers\[0\] must be an int"):
         check_countdown("x", [1.5], 1)
     with pytest.raises(ValueError, match="num_threads"):
-        check_countdown_batch(["x"], [[1]], [1], num_threads=-1)
+        explain_countdown_batch(["x"], [[1]], [1], num_threads=-1)
 
 
 def _agree(response, numbers, target):
@@ -187,6 +187,5 @@ def test_numbers_mutated_during_conversion_are_read_safely():
     assert check_countdown(f"<answer>3 + {10**6} + {2**40} + 7</answer>", numbers, 3 + 10**6 + 2**40 + 7)
     batch_numbers: list = []
     batch_numbers.extend([_Shrinking(1, batch_numbers), 2**40 + 1])
-    assert check_countdown_batch([f"<answer>1 * {2**40 + 1}</answer>"], [batch_numbers], [2**40 + 1]) == [
-        True
-    ]
+    (verdict,) = explain_countdown_batch([f"<answer>1 * {2**40 + 1}</answer>"], [batch_numbers], [2**40 + 1])
+    assert verdict.passed

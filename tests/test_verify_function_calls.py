@@ -14,7 +14,7 @@ from verify_strategies import (
     function_calls_random,
 )
 
-from r3fast.verify import check_function_calls, check_function_calls_batch, explain_function_calls
+from r3fast.verify import check_function_calls, explain_function_calls, explain_function_calls_batch
 from r3fast.verify.reference import function_calls_verdict
 
 ONE = '{"name": "now", "arguments": {}}'
@@ -99,7 +99,7 @@ def test_gold_may_be_parsed_or_bytes():
     output = f"[{ONE}, {WEATHER}]"
     assert check_function_calls(output, parsed)
     assert check_function_calls(output.encode(), GOLD.encode())
-    assert check_function_calls_batch([output, "[]"], [parsed, GOLD]) == [True, False]
+    assert [v.passed for v in explain_function_calls_batch([output, "[]"], [parsed, GOLD])] == [True, False]
     assert explain_function_calls(
         '[{"name": "f", "arguments": {"x": 0.1}}]', [{"name": "f", "arguments": {"x": 0.1}}]
     ).passed
@@ -107,19 +107,19 @@ def test_gold_may_be_parsed_or_bytes():
 
 def test_bad_arguments_raise_naming_them():
     with pytest.raises(ValueError, match="golds has 1 entries but outputs has 2"):
-        check_function_calls_batch(["a", "b"], [GOLD])
+        explain_function_calls_batch(["a", "b"], [GOLD])
     with pytest.raises(ValueError, match=r"^gold is not a JSON list"):
         check_function_calls("[]", '[{"name": "f"}]')
     with pytest.raises(ValueError, match=r"^golds\[1\] is not a JSON list"):
-        check_function_calls_batch(["[]", "[]"], [GOLD, "[1,]"])
+        explain_function_calls_batch(["[]", "[]"], [GOLD, "[1,]"])
     with pytest.raises(ValueError, match=r"^golds\[0\] is not a JSON list"):
-        check_function_calls_batch([b"\xff"], ['[{"name": "f", "arguments": {}, "name": "g"}]'])
+        explain_function_calls_batch([b"\xff"], ['[{"name": "f", "arguments": {}, "name": "g"}]'])
     with pytest.raises(ValueError, match=r"^gold must be JSON text or a list"):
         check_function_calls("[]", [{"name": "f", "arguments": {"x": float("nan")}}])
     with pytest.raises(ValueError, match=r"^golds\[0\] must be JSON text"):
-        check_function_calls_batch(["[]"], [[{"name": "f", "arguments": {"x": object()}}]])
+        explain_function_calls_batch(["[]"], [[{"name": "f", "arguments": {"x": object()}}]])
     with pytest.raises(TypeError, match=r"outputs\[0\] must be str or bytes"):
-        check_function_calls_batch([None], [GOLD])
+        explain_function_calls_batch([None], [GOLD])
 
 
 def _agree(output, gold):
@@ -173,7 +173,7 @@ def test_batches_with_shared_golds_agree_with_reference(cases, group):
             outputs.append(other_output if j == group - 1 and len(cases) > 1 else output)
             golds.append(gold if j % 2 else (gold + " ")[:-1])
     expected = [function_calls_verdict(o, g) == "PASS" for o, g in zip(outputs, golds, strict=True)]
-    assert check_function_calls_batch(outputs, golds, num_threads=1) == expected
+    assert [v.passed for v in explain_function_calls_batch(outputs, golds, num_threads=1)] == expected
     # Parsed golds shared by identity: each is encoded once; the answer must equal checking items one by one.
     by_text = {g: json.loads(g) for g in golds}
     shared = [by_text[g] for g in golds]
@@ -181,7 +181,7 @@ def test_batches_with_shared_golds_agree_with_reference(cases, group):
         one_by_one = [check_function_calls(o, g) for o, g in zip(outputs, shared, strict=True)]
     except ValueError:  # a number beyond float range parses to inf, which is no JSON
         return
-    assert check_function_calls_batch(outputs, shared, num_threads=1) == one_by_one
+    assert [v.passed for v in explain_function_calls_batch(outputs, shared, num_threads=1)] == one_by_one
 
 
 def test_consecutive_golds_of_equal_length_are_told_apart():
@@ -189,4 +189,5 @@ def test_consecutive_golds_of_equal_length_are_told_apart():
     out_1, out_2 = '{"name": "f", "arguments": {"x": 1.0}}', '{"arguments": {"x": 2}, "name": "f"}'
     outputs = [out_1, out_1, out_2, out_1, out_1]
     golds = [gold_1, gold_1, gold_2, gold_2, gold_1]
-    assert check_function_calls_batch(outputs, golds, num_threads=1) == [True, True, True, False, True]
+    verdicts = explain_function_calls_batch(outputs, golds, num_threads=1)
+    assert [v.passed for v in verdicts] == [True, True, True, False, True]

@@ -5,10 +5,10 @@ import pytest
 from r3fast.verify import (
     COUNTDOWN_CODES,
     FUNCTION_CALL_CODES,
-    check_countdown_batch,
-    check_function_calls_batch,
     explain_countdown,
+    explain_countdown_batch,
     explain_function_calls,
+    explain_function_calls_batch,
 )
 from r3fast.verify.reference import countdown_verdict, function_calls_verdict
 
@@ -93,5 +93,5 @@ def test_100_mb_inputs():
         == "WRONG_CALLS"
     )
     # The thread that saw the huge input still checks normal ones.
-    assert check_function_calls_batch([GOLD] * 3, [GOLD] * 3, num_threads=1) == [True] * 3
-    assert check_countdown_batch(["<answer>1</answer>"], [[1]], [1], num_threads=1) == [True]
+    assert all(v.passed for v in explain_function_calls_batch([GOLD] * 3, [GOLD] * 3, num_threads=1))
+    assert explain_countdown_batch(["<answer>1</answer>"], [[1]], [1], num_threads=1)[0].passed

@@ -22,8 +22,8 @@ from verify_strategies import (
 from r3fast.verify import (
     FunctionCallGold,
     check_function_calls,
-    check_function_calls_batch,
     explain_function_calls,
+    explain_function_calls_batch,
     prepare_gold,
 )
 from r3fast.verify.reference import function_calls_verdict
@@ -60,11 +60,11 @@ def test_batches_mixing_prepared_text_and_parsed_golds(cases, data):
             except ValueError:  # a number beyond float range parses to inf, which is no JSON
                 form = "text"
         mixed.append(prepare_gold(g) if form == "prepared" else json.loads(g) if form == "parsed" else g)
-    expected = check_function_calls_batch(outputs, golds, num_threads=1)
+    expected = [v.passed for v in explain_function_calls_batch(outputs, golds, num_threads=1)]
     assert expected == [function_calls_verdict(o, g) == "PASS" for o, g in zip(outputs, golds, strict=True)]
     if all(not isinstance(m, list) for m in mixed):  # parsed floats may spell a gold's numbers differently
-        assert check_function_calls_batch(outputs, mixed, num_threads=1) == expected
-        assert check_function_calls_batch(outputs, mixed, num_threads=2) == expected
+        assert [v.passed for v in explain_function_calls_batch(outputs, mixed, num_threads=1)] == expected
+        assert [v.passed for v in explain_function_calls_batch(outputs, mixed, num_threads=2)] == expected
 
 
 # Keys around the 16 bytes kept inline (and the 8-byte words they are kept in), sharing long prefixes.
@@ -202,5 +202,7 @@ def test_one_prepared_gold_shared_by_threads():
     expected = [check_function_calls(o, GOLD) for o in outputs]
     assert any(expected) and not all(expected)
     results = results_of_concurrent_calls(
-        lambda i: check_function_calls_batch(outputs, [prepared] * len(outputs), num_threads=2) == expected)
+        lambda i: [v.passed for v in explain_function_calls_batch(outputs, [prepared] * len(outputs), num_threads=2)]
+        == expected
+    )
     assert results == {i: True for i in range(4)}

@@ -425,7 +425,7 @@ def test_reflect_retry_gives_the_same_greedy_episodes_with_either_engine(engine,
     trainer = load_trainer(model_path, seed=91)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     engine.update_weights(trainer.named_parameters())
-    hf = make_engine("hf", model=trainer, tokenizer=tokenizer)
+    hf, _ = make_engine("hf", policy=trainer, tokenizer=tokenizer)
     task = get_task("countdown", num_demos=0)
     instances = generate_countdown(3, seed=0)
     config = ReflectConfig(group_size=2, attempt_max_new_tokens=12, reflection_max_new_tokens=10,
@@ -435,11 +435,11 @@ def test_reflect_retry_gives_the_same_greedy_episodes_with_either_engine(engine,
         [(a.completion.token_ids, a.passed) for a in theirs.attempts]
     assert len(ours.episodes) == 2 * theirs.failed > 0  # a random model fails: every failure yields a group
     for a, b in zip(ours.episodes, theirs.episodes, strict=True):
-        assert (a.context_ids, a.reflection_ids, a.retry_context_ids, a.retry_ids) == \
-            (b.context_ids, b.reflection_ids, b.retry_context_ids, b.retry_ids)
+        assert (a.context_ids, a.completion_ids, a.retry_context_ids, a.retry_ids) == \
+            (b.context_ids, b.completion_ids, b.retry_context_ids, b.retry_ids)
         assert (a.reflection_text, a.retry_texts, a.retry_verdicts, a.reward) == \
             (b.reflection_text, b.retry_texts, b.retry_verdicts, b.reward)
-        assert max(abs(x - y) for x, y in zip(a.reflection_logprobs, b.reflection_logprobs, strict=True)) < TOL
+        assert max(abs(x - y) for x, y in zip(a.sampling_logprobs, b.sampling_logprobs, strict=True)) < TOL
 
 
 @vllm_test
@@ -458,12 +458,14 @@ def test_the_engine_refuses_a_vllm_outside_the_checked_range_before_starting(mod
 def test_make_engine_needs_what_the_chosen_engine_uses(model_path):
     from r3fast.rollout import make_engine
 
-    with pytest.raises(ValueError, match="needs the policy model and its tokenizer"):
-        make_engine("hf", model_path=model_path)
-    with pytest.raises(ValueError, match="needs model_path"):
-        make_engine("vllm", model=torch.nn.Linear(1, 1))
+    with pytest.raises(ValueError, match="needs a model name or folder, or the policy and its tokenizer"):
+        make_engine("hf")
+    with pytest.raises(ValueError, match="over the policy needs its tokenizer too"):
+        make_engine("hf", policy=torch.nn.Linear(1, 1))
+    with pytest.raises(ValueError, match="needs model: a model name or a Hugging Face folder"):
+        make_engine("vllm", policy=torch.nn.Linear(1, 1))
     with pytest.raises(ValueError, match="must be one of"):
-        make_engine("sglang", model_path=model_path)
+        make_engine("sglang", model_path)
 
 
 @vllm_test

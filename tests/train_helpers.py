@@ -6,7 +6,8 @@ import random
 
 import torch
 
-from r3fast.train.update import TrainingSample, collate
+from r3fast.episode import TrainingSample
+from r3fast.train.update import collate
 
 VOCAB = 64
 

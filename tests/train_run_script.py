@@ -9,11 +9,12 @@ with mixed rewards, so the weights really change from step to step.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+
+from stand_in_task import StandInTask
 
 from r3fast.tasks import get_task
-from r3fast.train.config import load_config
-from r3fast.train.trainer import resumable_config, train
+from r3fast.train.config import load_config, resumable_config
+from r3fast.train.trainer import train
 
 STEPS = 3
 OVERRIDES = [
@@ -23,20 +24,16 @@ OVERRIDES = [
     "stage.first_try_steps=1", "stage.first_try_group_size=3",  # step 1: the first-try stage; then R3
     "rollout.group_size=3", "rollout.attempt_max_new_tokens=5", "rollout.reflection_max_new_tokens=5",
     "rollout.reflection_temperature=1.0", "rollout.retry_temperature=1.0", "rollout.retries_per_reflection=2",
+    "rollout.reflection_answer_tags=allow", "task.quote_attempt=true",  # the protocol the reference run used
     "optimizer.lr=1e-3", "loss.micro_batch_size=4", "logging.progress=false", "logging.tensorboard=false",
 ]
 
 
-@dataclass
-class ParityVerdict:
-    code: str
-    reason: str = ""
-
-
-class ParityTask:
+class ParityTask(StandInTask):
     """Countdown prompts; an answer passes when its text has an even number of characters."""
 
     name = "countdown-easy"
+    failure_code = "ODD_LENGTH"
 
     def __init__(self):
         self.prompts = get_task("countdown-easy")
@@ -47,8 +44,6 @@ class ParityTask:
     def verify(self, instance, text: str) -> bool:
         return len(text) % 2 == 0
 
-    def explain(self, instance, text: str) -> ParityVerdict:
-        return ParityVerdict("PASS" if self.verify(instance, text) else "ODD_LENGTH")
 
 
 def main(argv: list[str]) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 
 def add_parser(subparsers) -> None:
-    from r3fast.commands.eval import add_task_model_args
+    from r3fast.commands.eval import ROLLOUT, add_task_model_args
 
     p = subparsers.add_parser("failures", help="write the task instances a model fails as a JSONL failure dataset")
     add_task_model_args(p)
-    p.add_argument("--temperature", type=float, default=0.0, help="attempt temperature (0: greedy)")
+    p.add_argument("--temperature", type=float, default=ROLLOUT.attempt_temperature, help="attempt temperature (0: greedy)")
     p.set_defaults(run=run)
 
 
@@ -17,15 +17,14 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    from r3fast.commands.eval import load_task_and_instances
-    from r3fast.evaluate import make_engine
+    from r3fast.commands.eval import load_task_and_instances, quiet_engine
     from r3fast.failures import write_failures
     from r3fast.reflect import first_attempts
     from r3fast.rollout.base import SamplingParams
 
     task, instances = load_task_and_instances(args)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-    engine, tokenizer = make_engine(args.engine, args.model, batch_size=args.batch_size)
+    engine, tokenizer, engine_log = quiet_engine(args)
     attempts = []
     chunk = 32
     with tqdm(total=len(instances), desc=f"attempt {task.name}", unit="task", disable=args.no_progress) as bar:
@@ -35,5 +34,5 @@ def run(args) -> int:
             attempts += first_attempts(engine, tokenizer, task, instances[begin : begin + chunk], params_chunk)
             bar.update(min(chunk, len(instances) - begin))
     written = write_failures(args.out, task.name, attempts)
-    print(f"{written}/{len(attempts)} instances failed; wrote {args.out}")
+    print(f"{written}/{len(attempts)} instances failed; wrote {args.out}" + ("" if args.verbose else f" (engine log: {engine_log})"))
     return 0

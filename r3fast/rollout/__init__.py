@@ -24,25 +24,42 @@ def resolve_engine(engine: str = "auto") -> str:
     return engine
 
 
-def make_engine(engine: str = "auto", model_path=None, model=None, tokenizer=None, *, batch_size: int = 16,
-                **vllm_options) -> RolloutEngine:
-    """The engine `resolve_engine(engine)` picks. hf: decodes with `model` and `tokenizer` themselves.
-    vllm: a VLLMEngine over the folder `model_path` (options as VLLMEngine's); given `model`, the
-    engine re-reads its weights after sleep() unless `weights_source` says otherwise."""
+def make_engine(engine: str = "auto", model=None, *, policy=None, tokenizer=None, batch_size: int = 16,
+                **vllm_options) -> tuple[RolloutEngine, object]:
+    """(engine, tokenizer): the one engine factory, used by `r3fast eval`, `r3fast train` and the tests.
+
+    `model` is an r3fast model name or a Hugging Face folder. hf decodes with `policy` and `tokenizer`
+    when given (the trainer's policy itself: no copy of its weights), else loads `model` on every core.
+    vllm runs a VLLMEngine over `model`'s folder (options as VLLMEngine's); given `policy`, it re-reads
+    the policy's weights after sleep() unless `weights_source` says otherwise."""
     kind = resolve_engine(engine)
     if kind == "hf":
-        if model is None or tokenizer is None:
-            raise ValueError("rollout engine 'hf' needs the policy model and its tokenizer")
+        if policy is None:
+            if model is None:
+                raise ValueError("rollout engine 'hf' needs a model name or folder, or the policy and its tokenizer")
+            from r3fast.models import load, set_thread_count
+
+            set_thread_count()
+            policy, tokenizer = load(model)
+        elif tokenizer is None:
+            raise ValueError("rollout engine 'hf' over the policy needs its tokenizer too")
         from r3fast.rollout.hf import HFEngine
 
-        return HFEngine(model, tokenizer, batch_size=batch_size)
-    if model_path is None:
-        raise ValueError("rollout engine 'vllm' needs model_path: a Hugging Face folder with the policy's weights")
+        return HFEngine(policy, tokenizer, batch_size=batch_size), tokenizer
+    if model is None:
+        raise ValueError("rollout engine 'vllm' needs model: a model name or a Hugging Face folder with the policy's "
+                         "weights")
+    from r3fast.models import materialize
     from r3fast.rollout.vllm import VLLMEngine
 
-    if model is not None:
-        vllm_options.setdefault("weights_source", model.named_parameters)
-    return VLLMEngine(model_path, **vllm_options)
+    path = materialize(model)
+    if policy is not None:
+        vllm_options.setdefault("weights_source", lambda: policy.state_dict().items())
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    return VLLMEngine(path, **vllm_options), tokenizer
 
 
 __all__ = ["ENGINES", "Completion", "GenerationStats", "RolloutEngine", "SamplingParams", "make_engine",

@@ -7,9 +7,12 @@ be compared token for token.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from r3fast.timing import PhaseTimer, timed
 
 if TYPE_CHECKING:  # torch stays out of `import r3fast`, so the CLI starts instantly
     import torch
@@ -87,3 +90,19 @@ class RolloutEngine(Protocol):
     def sleep(self, level: int = 1) -> None: ...
 
     def wake_up(self, tags: Sequence[str] | None = None) -> None: ...
+
+
+def generate_counted(engine: RolloutEngine, prompts: list[list[int]], params: SamplingParams,
+                     stats: GenerationStats | None = None, timer: PhaseTimer | None = None) -> list[list[Completion]]:
+    """engine.generate, its tokens and seconds added to `stats` and its time to `timer`'s "generation":
+    the one place rollout work is counted."""
+    if not prompts:
+        return []
+    start = time.perf_counter()
+    with timed(timer, "generation"):
+        out = engine.generate(prompts, params)
+    if stats is not None:
+        stats.seconds += time.perf_counter() - start
+        stats.prompt_tokens += sum(len(p) for p in prompts)
+        stats.generated_tokens += sum(len(c.token_ids) for cs in out for c in cs)
+    return out

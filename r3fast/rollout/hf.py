@@ -136,7 +136,8 @@ class HFEngine:
                     raise ValueError(
                         f"update_weights: {name!r} has shape {tuple(state[name].shape)}, got {tuple(tensor.shape)}"
                     )
-                state[name].copy_(tensor)
+                if state[name].data_ptr() != tensor.data_ptr():  # the policy's own tensor: already current
+                    state[name].copy_(tensor)
 
     def sleep(self, level: int = 1) -> None:
         """Nothing to release: the engine shares the trainer's model."""

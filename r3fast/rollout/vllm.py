@@ -320,11 +320,12 @@ def _start_llm(model_path: str, settings: dict, cpu: bool, cpu_threads: int | No
         os.environ["OMP_NUM_THREADS"] = str(threads)
     from vllm import LLM
 
+    set_num_threads = torch.set_num_threads
     llm = LLM(model=model_path, **settings)
     if cpu:
-        # vLLM's CPU worker replaces torch.set_num_threads with a no-op to keep its thread
-        # binding; an in-process engine binds nothing, and the trainer must keep control.
-        torch.set_num_threads = torch._C.set_num_threads
+        # vLLM's CPU worker replaces torch.set_num_threads with a no-op to keep its thread binding; an
+        # in-process engine binds nothing, and the trainer must keep control: put torch's own back.
+        torch.set_num_threads = set_num_threads
         torch.set_num_threads(threads)
     return llm
 

@@ -4,8 +4,9 @@
     >>> task = get_task("countdown-easy")                     # prompt options: get_task(..., num_demos=2)
     >>> instances = load_instances("countdown-easy", n=200, seed=0)
     >>> prompt = task.prompt(instances[0])                      # r3fast.tasks.base.Prompt
-    >>> task.verify(instances[0], "<answer> " + instances[0].data["solution"] + " </answer>")
-    True
+    >>> verdicts = task.judge_batch(instances[:2], ["<answer> " + instances[0].data["solution"] + " </answer>", ""])
+    >>> [v.code for v in verdicts]                              # r3fast.verify.Verdict: code, reason, passed
+    ['PASS', 'NO_ANSWER']
 
 Names:
     countdown          generated, TinyZero-like (3-4 numbers in 1-99, target <= 100), or a TinyZero file
@@ -25,10 +26,10 @@ from typing import Any
 
 from r3fast.prompts import PromptConfig
 from r3fast.tasks.base import Instance, Prompt, Task
-from r3fast.tasks.bfcl import BFCL_CATEGORIES, bfcl_held_out, import_bfcl, load_bfcl
+from r3fast.tasks.bfcl import BFCL_CATEGORIES, bfcl_held_out, load_bfcl
 from r3fast.tasks.countdown import PRESETS, CountdownConfig, CountdownTask, generate_countdown, load_countdown
 from r3fast.tasks.fncall_generator import generate_function_calling
-from r3fast.tasks.function_calling import FunctionCallingTask, load_function_calling, to_xlam_row
+from r3fast.tasks.function_calling import FunctionCallingTask, load_function_calling
 from r3fast.tasks.heldout import HeldOut, check_disjoint, held_out_from
 
 TASK_NAMES = ("countdown", "countdown-easy", "function_calling", "bfcl", "fncall-synthetic")
@@ -110,27 +111,17 @@ def held_out_source(name: str) -> HeldOut:
     return held_out_from(load_instances(name))
 
 
+# What users import; the loaders and generators behind get_task/load_instances live in their modules.
 __all__ = [
     "BFCL_CATEGORIES",
-    "PRESETS",
     "TASK_NAMES",
-    "CountdownConfig",
     "CountdownTask",
     "FunctionCallingTask",
-    "HeldOut",
     "Instance",
     "Prompt",
     "Task",
     "check_disjoint",
-    "generate_countdown",
-    "generate_function_calling",
     "get_task",
-    "held_out_source",
-    "import_bfcl",
-    "load_bfcl",
-    "load_countdown",
-    "load_function_calling",
     "load_instances",
     "sample_instances",
-    "to_xlam_row",
 ]

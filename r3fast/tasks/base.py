@@ -1,9 +1,12 @@
-"""What a task is to the rest of r3fast: instances with stable ids, a chat prompt, a verifier."""
+"""What a task is to the rest of r3fast: instances with stable ids, a chat prompt, a batch verifier."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from r3fast.verify.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,18 @@ class Task(Protocol):
 
     def prompt(self, instance: Instance) -> Prompt: ...
 
-    def verify(self, instance: Instance, text: str) -> bool: ...
+    def judge_batch(self, instances: Sequence[Instance], texts: Sequence[str | bytes]) -> list[Verdict]:
+        """The verdict of texts[i] as an answer to instances[i], for every i, in one native call.
 
-    def explain(self, instance: Instance, text: str) -> Any:
-        """A verdict with `.code` and `.reason` (r3fast.verify.Verdict)."""
+        This is how r3fast verifies: a training step judges all its texts at once. A failed verdict's reason is
+        the feedback a reflection prompt shows the model.
+        """
         ...
+
+
+def check_pairs(instances: Sequence[Instance], texts: Sequence[str | bytes]) -> None:
+    """Raises unless there is one text per instance."""
+    if len(instances) != len(texts):
+        raise ValueError(
+            f"texts has {len(texts)} entries but instances has {len(instances)}; expected one text per instance"
+        )

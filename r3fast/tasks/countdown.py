@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from r3fast.prompts import PromptConfig, chat_messages, countdown_demo_turns, countdown_user_turn
-from r3fast.tasks.base import Instance, Prompt
+from r3fast.tasks.base import Instance, Prompt, check_pairs
 from r3fast.tasks.files import read_rows, require_mapping
+from r3fast.verify import Verdict, explain_countdown_batch
 
 INT64_MAX = 2**63 - 1
 OPERATORS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
@@ -159,12 +160,15 @@ class CountdownTask:
     def prompt(self, instance: Instance) -> Prompt:
         return countdown_prompt(instance, self.prompt_config)
 
-    def verify(self, instance: Instance, text: str) -> bool:
-        from r3fast.verify import check_countdown
+    def judge_batch(self, instances: Sequence[Instance], texts: Sequence[str | bytes]) -> list[Verdict]:
+        check_pairs(instances, texts)
+        numbers = [instance.data["numbers"] for instance in instances]
+        targets = [instance.data["target"] for instance in instances]
+        return explain_countdown_batch(texts, numbers, targets)
 
-        return check_countdown(text, instance.data["numbers"], instance.data["target"])
+    def explain(self, instance: Instance, text: str | bytes) -> Verdict:
+        """judge_batch for one text."""
+        return self.judge_batch([instance], [text])[0]
 
-    def explain(self, instance: Instance, text: str):
-        from r3fast.verify import explain_countdown
-
-        return explain_countdown(text, instance.data["numbers"], instance.data["target"])
+    def verify(self, instance: Instance, text: str | bytes) -> bool:
+        return self.explain(instance, text).passed

@@ -27,8 +27,10 @@ from r3fast.prompts import (
     render_tools_text,
     tools_then_task,
 )
-from r3fast.tasks.base import Instance, Prompt
+from r3fast.tasks.base import Instance, Prompt, check_pairs
 from r3fast.tasks.files import read_rows, require_mapping
+from r3fast.verify import FunctionCallGold, Verdict, explain_function_calls_batch, prepare_gold
+from r3fast.verify.feedback import function_call_feedback
 
 # xLAM writes Python type names; JSON schema wants its own.
 _PYTHON_TO_JSON_TYPES = {
@@ -175,21 +177,38 @@ def function_calling_prompt(instance: Instance, config: PromptConfig) -> Prompt:
 class FunctionCallingTask:
     name: str = "function_calling"
     prompt_config: PromptConfig = field(default_factory=PromptConfig)
+    # Each instance's gold, parsed once and reused by every batch that checks it. Keyed by instance id, which is
+    # derived from the content (answers included). Not bounded: it holds one small parsed gold per instance the
+    # run has drawn, and the run holds those instances, gold dicts included, for its whole length anyway.
+    _golds: dict[str, FunctionCallGold] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def prompt(self, instance: Instance) -> Prompt:
         return function_calling_prompt(instance, self.prompt_config)
 
-    def verify(self, instance: Instance, text: str) -> bool:
-        from r3fast.verify import check_function_calls
+    def _gold(self, instance: Instance) -> FunctionCallGold:
+        gold = self._golds.get(instance.id)
+        if gold is None:
+            gold = self._golds[instance.id] = prepare_gold(instance.data["answers"])
+        return gold
 
-        return check_function_calls(text, instance.data["answers"])
+    def judge_batch(self, instances: Sequence[Instance], texts: Sequence[str | bytes]) -> list[Verdict]:
+        """The verifier's verdicts; a failure's reason is worded from the tool schemas (r3fast.verify.feedback)."""
+        check_pairs(instances, texts)
+        verdicts = explain_function_calls_batch(texts, [self._gold(instance) for instance in instances])
+        fmt = self.prompt_config.tool_call_format
+        return [
+            v if v.passed else Verdict(v.code, function_call_feedback(
+                text, v.code, instance.data["answers"], instance.data["tools"], fmt))
+            for v, instance, text in zip(verdicts, instances, texts, strict=True)
+        ]
 
-    def explain(self, instance: Instance, text: str):
-        """The verifier's verdict, its reason worded from the tool schemas (r3fast.verify.feedback)."""
-        from r3fast.verify import Verdict, explain_function_calls
-        from r3fast.verify.feedback import function_call_feedback
+    def explain(self, instance: Instance, text: str | bytes) -> Verdict:
+        """judge_batch for one text."""
+        return self.judge_batch([instance], [text])[0]
 
-        code = explain_function_calls(text, instance.data["answers"]).code
-        reason = function_call_feedback(text, code, instance.data["answers"], instance.data["tools"],
-                                        self.prompt_config.tool_call_format)
-        return Verdict(code, reason)
+    def verify(self, instance: Instance, text: str | bytes) -> bool:
+        return self.explain(instance, text).passed
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Parsed golds are native objects that do not pickle; a copy of the task parses its own again.
+        return {**self.__dict__, "_golds": {}}

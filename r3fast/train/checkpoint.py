@@ -183,3 +183,16 @@ def read_checkpoint(folder: Path) -> dict[str, Any]:
         "trainer_state": json.loads((folder / "trainer_state.json").read_text()),
         "config_yaml": (folder / "config.yaml").read_text(),
     }
+
+
+def check_same_layout(trainer_state: dict, dist, checkpoint) -> None:
+    """A checkpoint resumes only on the rank layout that wrote it: its pools and RNG streams are per rank,
+    and split by data rank. Checkpoints from before tensor parallelism were written with 1."""
+    written = {"world_size": trainer_state["world_size"],
+               "tensor_parallel_size": trainer_state.get("tensor_parallel_size", 1)}
+    if written["world_size"] != dist.world_size:
+        raise ValueError(f"{checkpoint} was written by {written['world_size']} ranks; resume it with as many "
+                         f"(got {dist.world_size})")
+    if written["tensor_parallel_size"] != dist.tensor_parallel_size:
+        raise ValueError(f"{checkpoint} was written with rollout.tensor_parallel_size="
+                         f"{written['tensor_parallel_size']}; resume it with the same (got {dist.tensor_parallel_size})")

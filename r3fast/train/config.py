@@ -126,7 +126,7 @@ class ScheduleConfig:
 
 @dataclass
 class CheckpointConfig:
-    every: int = 50                        # save every N steps (0: only at the end); the last step always saves
+    every: int = 50                        # save every N steps and at the last step (0: never save)
     keep_last: int = 2                     # valid checkpoints kept; older ones are deleted
 
 
@@ -137,6 +137,7 @@ class LoggingConfig:
     wandb: bool = False                    # also log to Weights & Biases (needs wandb and a network)
     wandb_project: str = "r3fast"          # W&B project name
     print_every: int = 1                   # print a one-line summary every N steps
+    verbose: bool = False                  # vLLM/transformers/torch logs on the terminal instead of RUN_DIR/engine.log
 
 
 @dataclass
@@ -345,3 +346,73 @@ def config_from_dict(values: dict, source: str = "saved config") -> TrainConfig:
     _apply(cfg, values, "", source)
     _check_ranges(cfg)
     return cfg
+
+
+def resolve_run_dir(run_dir: str | Path | None, name: str | None) -> Path:
+    """`run_dir`, or runs/<name>-<time> (name: the preset or config file the run came from)."""
+    if run_dir:
+        return Path(run_dir)
+    from datetime import datetime
+
+    return Path("runs") / f"{name or DEFAULT_PRESET}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def resumable_config(run_dir: str | Path, overrides: typing.Sequence[str] = ()) -> TrainConfig:
+    """The config a run was started with (RUN_DIR/config.yaml), with `overrides` on top."""
+    path = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"--resume: run folder {str(run_dir)!r} does not exist")
+    values = read_yaml(path, "run config")
+    for text in overrides:
+        _merge(values, parse_override(text))
+    return config_from_dict(values, f"{path} with overrides")
+
+
+def _merge(into: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def describe_config(cfg: TrainConfig) -> list[tuple[str, Any, Any, str]]:
+    """(dotted key, value in `cfg`, default, one-line comment) for every leaf key, in declaration order.
+
+    The comments are read from this file's source, the one place they are written: the comment
+    after a field, else the comment lines right above it.
+    """
+    import ast
+    import io
+    import tokenize
+
+    source = Path(__file__).read_text(encoding="utf-8")
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    lines = source.splitlines()
+    field_comments: dict[tuple[str, str], str] = {}
+    for cls in ast.parse(source).body:
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        for stmt in cls.body:
+            if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+                continue
+            text = [comments[n] for n in range(stmt.lineno, stmt.end_lineno + 1) if n in comments]
+            above = stmt.lineno - 1
+            while not text and above in comments and lines[above - 1].lstrip().startswith("#"):
+                above -= 1
+            text = text or [comments[n] for n in range(above + 1, stmt.lineno)]
+            field_comments[cls.name, stmt.target.id] = " ".join(text)
+
+    rows: list[tuple[str, Any, Any, str]] = []
+
+    def walk(obj: Any, default: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value, default_value = getattr(obj, f.name), getattr(default, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, default_value, f"{prefix}{f.name}.")
+            else:
+                rows.append((prefix + f.name, value, default_value, field_comments.get((type(obj).__name__, f.name), "")))
+
+    walk(cfg, TrainConfig(), "")
+    return rows

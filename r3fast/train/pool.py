@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Generic, TypeVar
 
 from r3fast.tasks.base import Instance
 
@@ -26,8 +26,10 @@ STREAM_CHUNK = 512
 # Mining rounds one take() may spend before it returns what it found.
 MAX_MINING_ROUNDS = 8
 
+F = TypeVar("F")  # a failure: the trainer's pools hold r3fast.reflect.Attempt, from either source
 
-class FailurePool:
+
+class FailurePool(Generic[F]):
     def __init__(
         self,
         *,
@@ -39,25 +41,25 @@ class FailurePool:
         mining_batch: int = 32,
         generate_instances: Callable[[int, int], list[Instance]] | None = None,  # (n, seed) -> instances (online)
         instances: Sequence[Instance] = (),           # a fixed instance list to mine instead (online, task files)
-        mine: Callable[[list[Instance], int], list[Any]] | None = None,  # (instances, seed) -> failures (online)
-        failures: Sequence[Any] = (),                 # the failure dataset (offline)
-        failure_id: Callable[[Any], str] = lambda f: f.instance.id,
-        encode: Callable[[Any], dict] = lambda f: f,  # failure <-> JSON-able dict, for checkpoints
-        decode: Callable[[dict], Any] = lambda d: d,
+        mine: Callable[[list[Instance], int], list[F]] | None = None,  # (instances, seed) -> failures (online)
+        failures: Sequence[F] = (),                   # the failure dataset (offline)
+        failure_id: Callable[[F], str] = lambda f: f.instance.id,
+        encode: Callable[[F], dict] = lambda f: f,    # failure <-> JSON-able dict, for checkpoints
+        decode: Callable[[dict], F] = lambda d: d,
     ) -> None:
         self.source, self.data_rank, self.data_world, self.seed = source, data_rank, data_world, seed
         self.exclude_ids, self.mining_batch = exclude_ids, mining_batch
         self._generate, self._mine = generate_instances, mine
         self._encode, self._decode = encode, decode
         self.position = 0           # online: next stream index of this data rank; offline: draws so far
-        self.pending: list[Any] = []  # mined failures not yet used
+        self.pending: list[F] = []  # mined failures not yet used
         self.attempted = 0          # first attempts made by mining (online), for first-try accuracy
         self.first_try_passed = 0
         if source == "offline":
-            mine_ids = [f for f in failures if failure_id(f) not in exclude_ids]
-            if not mine_ids:
+            trainable = [f for f in failures if failure_id(f) not in exclude_ids]
+            if not trainable:
                 raise ValueError("the failure dataset holds no prompt outside the held-out evaluation set")
-            self._offline = list(mine_ids)
+            self._offline = trainable
         elif (generate_instances is None and not instances) or mine is None:
             raise ValueError("an online failure pool needs mine, and generate_instances or instances")
         if instances:
@@ -69,7 +71,7 @@ class FailurePool:
 
     # -- drawing --------------------------------------------------------------------------
 
-    def take(self, k: int, seed: int) -> list[Any]:
+    def take(self, k: int, seed: int) -> list[F]:
         """The next `k` failures of this data rank; fewer (even none) online when the model fails too
         rarely for MAX_MINING_ROUNDS rounds to find them: a step never mines forever."""
         if self.source == "offline":
@@ -87,7 +89,7 @@ class FailurePool:
         batch, self.pending = self.pending[:k], self.pending[k:]
         return batch
 
-    def _offline_item(self, index: int) -> Any:
+    def _offline_item(self, index: int) -> F:
         # Draw `index` of this data rank: epochs of seeded permutations, data ranks take every data_world-th item.
         global_index = index * self.data_world + self.data_rank
         epoch, offset = divmod(global_index, len(self._offline))

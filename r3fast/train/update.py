@@ -33,22 +33,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from r3fast.episode import TrainingSample
 from r3fast.kernels import fused_linear_grpo_loss, selective_logprobs
+from r3fast.timing import PhaseTimer, timed
 from r3fast.train.distributed import DistContext
 from r3fast.train.shared_prefix import context_groups, shared_prefix_hidden, shares_work
-
-
-@dataclass
-class TrainingSample:
-    context_ids: list[int]                 # tokens the completion is conditioned on; no loss
-    completion_ids: list[int]              # the trained span (a reflection, or a first attempt)
-    advantage: float                       # group-normalised reward, shared by every completion token (0: flat group)
-    sampling_logprobs: list[float] | None = None  # the engine's log-probs of completion_ids, as it sampled them
-
-
-def samples_from_episodes(episodes) -> list[TrainingSample]:
-    """Every reflection as a training sample, flat groups included (the retry gets no loss)."""
-    return [TrainingSample(e.context_ids, e.reflection_ids, e.advantage, e.reflection_logprobs) for e in episodes]
 
 
 def moves_policy(sample: TrainingSample, beta: float) -> bool:
@@ -219,7 +208,7 @@ def grpo_update(
     importance_sampling_level: str = "token",  # "sequence": GSPO's ratio per sequence
     backend: str = "auto",
     shared_prefix: bool = True,            # forward a context its samples share once (shared_prefix.py)
-    timer=None,                            # PhaseTimer: the optimizer step is timed as "optimizer"
+    timer: PhaseTimer | None = None,       # the optimizer step is timed as "optimizer"
 ) -> dict[str, float]:
     """num_iterations optimizer steps on this batch; returns global metrics (same on every rank)."""
     device = next(model.parameters()).device
@@ -280,7 +269,7 @@ def grpo_update(
                                     metrics["clip_frac_low"].item() * k, metrics["clip_frac_high"].item() * k,
                                     metrics["ratio_mean"].item() * k, metrics["entropy_mean"].item() * k],
                                    dtype=torch.float64)
-        with timer("optimizer") if timer is not None else contextlib.nullcontext():
+        with timed(timer, "optimizer"):
             limit = max_grad_norm if max_grad_norm > 0 else float("inf")
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), limit)
             grad_norms.append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))

@@ -6,8 +6,12 @@
     >>> explain_function_calls('[{"name": "f", "arguments": {"x": 1.0}}]', [{"name": "f", "arguments": {"x": 1}}]).code
     'PASS'
     >>> gold = prepare_gold('[{"name": "f", "arguments": {}}]')  # parsed once, for many checks
-    >>> check_function_calls_batch(['{"name": "f", "arguments": {}}', "[]"], [gold, gold])
-    [True, False]
+    >>> [v.code for v in explain_function_calls_batch(['{"name": "f", "arguments": {}}', "[]"], [gold, gold])]
+    ['PASS', 'WRONG_CALLS']
+
+A batch is one native call: its arguments are read into plain C++ values, then checked with the GIL released,
+on several threads when the batch is big enough to pay for them. Tasks verify through these batch functions
+(r3fast.tasks: `task.judge_batch`).
 
 Responses and outputs may be str or bytes; text that is not valid UTF-8 (or a str with lone surrogates) fails
 the check. Caller mistakes (batch lengths that differ, numbers outside int64, a malformed gold) raise.
@@ -35,13 +39,17 @@ __all__ = [
     "FunctionCallGold",
     "Verdict",
     "check_countdown",
-    "check_countdown_batch",
     "check_function_calls",
-    "check_function_calls_batch",
     "explain_countdown",
+    "explain_countdown_batch",
     "explain_function_calls",
+    "explain_function_calls_batch",
     "prepare_gold",
 ]
+
+
+# One Verdict per native verdict, made once: the native calls return these objects (frozen, so shared).
+_VERDICTS = tuple(Verdict(code, reason) for code, reason in _native.VERDICTS)
 
 
 def check_countdown(response: Text, numbers: Sequence[int], target: int) -> bool:
@@ -49,20 +57,20 @@ def check_countdown(response: Text, numbers: Sequence[int], target: int) -> bool
     return _native.check_countdown(response, numbers, target)
 
 
-def check_countdown_batch(
+def explain_countdown(response: Text, numbers: Sequence[int], target: int) -> Verdict:
+    """The verdict of check_countdown with its code and reason."""
+    return _native.explain_countdown(response, numbers, target, _VERDICTS)
+
+
+def explain_countdown_batch(
     responses: Sequence[Text],
     numbers: Sequence[Sequence[int]],
     targets: Sequence[int],
     *,
     num_threads: int = 0,
-) -> list[bool]:
-    """check_countdown over a batch on `num_threads` threads (0: all cores)."""
-    return _native.check_countdown_batch(responses, numbers, targets, num_threads)
-
-
-def explain_countdown(response: Text, numbers: Sequence[int], target: int) -> Verdict:
-    """The verdict of check_countdown with its code and reason."""
-    return Verdict(*_native.explain_countdown(response, numbers, target))
+) -> list[Verdict]:
+    """explain_countdown over a batch in one native call, on `num_threads` threads (0: all cores)."""
+    return _native.explain_countdown_batch(responses, numbers, targets, num_threads, _VERDICTS)
 
 
 def _gold_json(gold: Any, name: str) -> str:
@@ -74,25 +82,41 @@ def _gold_json(gold: Any, name: str) -> str:
         ) from None
 
 
+# The gold forms the native checker takes; a parsed gold (a list of dicts) goes to it as JSON text.
+_NATIVE_GOLD = (str, bytes, FunctionCallGold)
+_NATIVE_GOLD_TYPES = frozenset(_NATIVE_GOLD)
+
+
+def _gold_arg(gold: Gold) -> str | bytes | FunctionCallGold:
+    return gold if isinstance(gold, _NATIVE_GOLD) else _gold_json(gold, "gold")
+
+
 def prepare_gold(gold: Gold) -> FunctionCallGold:
     """`gold` parsed once (like re.compile): checks against the result parse only the output."""
     if isinstance(gold, FunctionCallGold):
         return gold
-    return FunctionCallGold(gold if isinstance(gold, str | bytes) else _gold_json(gold, "gold"))
+    return FunctionCallGold(_gold_arg(gold))
 
 
 def check_function_calls(output: Text, gold: Gold) -> bool:
     """Whether `output` holds the same calls as `gold` (a multiset: order does not matter)."""
-    return _native.check_function_calls(output, gold, _gold_json)
-
-
-def check_function_calls_batch(
-    outputs: Sequence[Text], golds: Sequence[Gold], *, num_threads: int = 0
-) -> list[bool]:
-    """check_function_calls over a batch on `num_threads` threads (0: all cores)."""
-    return _native.check_function_calls_batch(outputs, golds, num_threads, _gold_json)
+    return _native.check_function_calls(output, _gold_arg(gold))
 
 
 def explain_function_calls(output: Text, gold: Gold) -> Verdict:
     """The verdict of check_function_calls with its code and reason."""
-    return Verdict(*_native.explain_function_calls(output, gold, _gold_json))
+    return _native.explain_function_calls(output, _gold_arg(gold), _VERDICTS)
+
+
+def explain_function_calls_batch(
+    outputs: Sequence[Text], golds: Sequence[Gold], *, num_threads: int = 0
+) -> list[Verdict]:
+    """explain_function_calls over a batch in one native call, on `num_threads` threads (0: all cores).
+
+    Golds that are checked more than once (a GRPO group, or across training steps) are best prepared once with
+    prepare_gold; JSON text is parsed here, once for a run of items that share one gold object.
+    """
+    golds = golds if isinstance(golds, list | tuple) else list(golds)
+    if not _NATIVE_GOLD_TYPES.issuperset(map(type, golds)):  # a type scan in C, a tenth of the loop's cost
+        golds = [g if isinstance(g, _NATIVE_GOLD) else _gold_json(g, f"golds[{i}]") for i, g in enumerate(golds)]
+    return _native.explain_function_calls_batch(outputs, golds, num_threads, _VERDICTS)

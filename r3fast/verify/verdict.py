@@ -29,7 +29,7 @@ FUNCTION_CALL_CODES = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     code: str  # machine-readable: one of COUNTDOWN_CODES or FUNCTION_CALL_CODES
     reason: str  # one human-readable sentence saying why
