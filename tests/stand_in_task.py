@@ -10,10 +10,9 @@ from r3fast.verify import Verdict
 
 
 class StandInTask:
-    failure_code = "WRONG"
+    """Subclasses define `verify(instance, text) -> bool` and `name`/`prompt`, as a Task has."""
 
-    def verify(self, instance, text: str) -> bool:
-        raise NotImplementedError
+    failure_code = "WRONG"
 
     def explain(self, instance, text: str) -> Verdict:
         return Verdict("PASS", "") if self.verify(instance, text) else Verdict(self.failure_code, "")

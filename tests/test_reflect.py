@@ -80,13 +80,15 @@ def with_template(tokenizer, name):
 
 
 class ScriptedEngine:
-    """Returns fixed texts' tokens (and records prompts), so episodes can be checked against known tokens."""
+    """Returns fixed texts' tokens (and records prompts and sampling params), so episodes can be checked
+    against known tokens."""
 
     def __init__(self, tokenizer, reply):
-        self.tokenizer, self.reply, self.prompts = tokenizer, reply, []
+        self.tokenizer, self.reply, self.prompts, self.params = tokenizer, reply, [], []
 
     def generate(self, prompt_token_ids, params):
         self.prompts += [list(p) for p in prompt_token_ids]
+        self.params.append(params)
         out = []
         for i, _ in enumerate(prompt_token_ids):
             samples = []
@@ -430,17 +432,10 @@ def test_the_controls_prompt_holds_the_failed_attempt_and_not_the_reflection(tin
 
 def test_the_control_samples_like_the_retry_with_as_many_tries_as_a_group(tiny_model):
     _, tokenizer = tiny_model
-    seen = []
-
-    class Recording(ScriptedEngine):
-        def generate(self, prompt_token_ids, params):
-            seen.append(params)
-            return super().generate(prompt_token_ids, params)
-
-    engine = Recording(tokenizer, lambda prompt, s: "PASS" if prompt == 5 and s == 5 else "no")  # 5: the control
+    engine = ScriptedEngine(tokenizer, lambda prompt, s: "PASS" if prompt == 5 and s == 5 else "no")  # 5: the control
     config = ReflectConfig(group_size=3, retries_per_reflection=2, retry_temperature=0.7, top_p=0.9)
     result = reflect_retry(engine, tokenizer, TaggedPasses(), instances(1), config, control=True)
-    retry, control = seen[2], seen[3]
+    retry, control = engine.params[2], engine.params[3]
     assert (control.temperature, control.top_p, control.max_new_tokens) == (retry.temperature, retry.top_p,
                                                                               retry.max_new_tokens)
     assert (retry.n, control.n) == (2, 6)
@@ -477,18 +472,12 @@ def test_answer_tags_reach_the_reflections_sampling(tiny_model, mode):
     from r3fast.reflect import reflection_tag_options
 
     _, tokenizer = tiny_model
-    seen = []
-
-    class Recording(ScriptedEngine):
-        def generate(self, prompt_token_ids, params):
-            seen.append(params)
-            return super().generate(prompt_token_ids, params)
-
     config = ReflectConfig(group_size=2, **reflection_tag_options(mode, "countdown-easy"))
     task = WordTask()
     task.verify = lambda instance, text: False
-    reflect_retry(Recording(tokenizer, lambda call, s: "x"), tokenizer, task, instances(1), config)
-    attempt, reflection, retry = seen
+    engine = ScriptedEngine(tokenizer, lambda call, s: "x")
+    reflect_retry(engine, tokenizer, task, instances(1), config)
+    attempt, reflection, retry = engine.params
     tags = ("<answer>", "</answer>")
     assert (reflection.bad_words, reflection.stop) == ((tags, ()) if mode == "ban" else ((), tags))
     assert attempt.bad_words == retry.bad_words == () and attempt.stop == retry.stop == ()

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from markers import needs_bfcl
 
 from r3fast.tasks import get_task, load_instances
 from r3fast.tasks.bfcl import (
@@ -23,8 +24,6 @@ from r3fast.tasks.bfcl import (
 )
 from r3fast.tasks.files import MissingDependencyError
 from r3fast.verify import check_function_calls
-
-needs_bfcl = pytest.mark.skipif(importlib.util.find_spec("bfcl_eval") is None, reason="bfcl-eval not installed")
 
 
 def raw_answers(category: str) -> dict[str, list]:

@@ -4,12 +4,11 @@ and that follow from the request, near-misses that fail, and names/requests disj
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import random
 from collections import Counter
 
-import pytest
+from markers import needs_bfcl
 
 from r3fast.prompts import render_calls
 from r3fast.tasks import get_task, load_instances
@@ -17,8 +16,6 @@ from r3fast.tasks.fncall_generator import ARGUMENT_KINDS, generate_function_call
 from r3fast.tasks.function_calling import to_xlam_row
 from r3fast.tasks.heldout import check_disjoint
 from r3fast.verify import check_function_calls
-
-needs_bfcl = pytest.mark.skipif(importlib.util.find_spec("bfcl_eval") is None, reason="bfcl-eval not installed")
 
 INSTANCES = generate_function_calling(300, seed=0)
 

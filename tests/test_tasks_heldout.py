@@ -3,16 +3,13 @@ name or by query, names what overlaps, and covers every BFCL question (converted
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
+from markers import needs_bfcl
 
 from r3fast.tasks.bfcl import BFCL_CATEGORIES, bfcl_held_out, import_bfcl
 from r3fast.tasks.fncall_generator import generate_function_calling
 from r3fast.tasks.function_calling import function_calling_instance
 from r3fast.tasks.heldout import HeldOut, check_disjoint, held_out_from
-
-needs_bfcl = pytest.mark.skipif(importlib.util.find_spec("bfcl_eval") is None, reason="bfcl-eval not installed")
 
 
 def instance(query: str, *names: str):

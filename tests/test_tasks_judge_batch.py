@@ -173,3 +173,13 @@ def test_a_gold_is_prepared_once_per_instance_across_batches(monkeypatch):
 def test_every_task_is_a_task():
     for name in TASK_NAMES:
         assert isinstance(get_task(name), Task)
+
+
+def test_the_prepared_golds_are_bounded_and_evict_the_oldest(monkeypatch):
+    monkeypatch.setattr(function_calling_module, "PREPARED_GOLDS", 3)
+    task = get_task("fncall-synthetic")
+    instances = CALLS[:5]
+    verdicts = task.judge_batch(instances, [calls_answer(i) for i in instances])
+    assert all(v.passed for v in verdicts)  # eviction mid-batch changes no verdict
+    assert list(task._golds) == [i.id for i in instances[2:]]
+    assert task.judge_batch(instances[:1], [calls_answer(instances[0])])[0].passed  # evicted: parsed again

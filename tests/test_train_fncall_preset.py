@@ -3,16 +3,14 @@ first-try step, one R3 step) on the tiny-random model with the held-out evaluati
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
+from markers import needs_bfcl
 
 from r3fast.tasks.selection import task_instances, training_generator
 from r3fast.train.config import load_config
 from r3fast.train.trainer import train
-
-needs_bfcl = pytest.mark.skipif(importlib.util.find_spec("bfcl_eval") is None, reason="bfcl-eval not installed")
 
 TINY = [
     "model.name=tiny-random", "rollout.engine=hf", "threads=1", "data.eval_size=2", "data.prompts_per_step=2",

@@ -173,13 +173,18 @@ def function_calling_prompt(instance: Instance, config: PromptConfig) -> Prompt:
     )
 
 
+# Parsed golds a task keeps: far more than the instances of a few training steps or an evaluation chunk.
+PREPARED_GOLDS = 4096
+
+
 @dataclass
 class FunctionCallingTask:
     name: str = "function_calling"
     prompt_config: PromptConfig = field(default_factory=PromptConfig)
-    # Each instance's gold, parsed once and reused by every batch that checks it. Keyed by instance id, which is
-    # derived from the content (answers included). Not bounded: it holds one small parsed gold per instance the
-    # run has drawn, and the run holds those instances, gold dicts included, for its whole length anyway.
+    # Each instance's gold, parsed once and reused by every batch that checks it (its attempts, reflections'
+    # retries, the control). Keyed by instance id, which is derived from the content (answers included).
+    # Bounded: a generated task streams fresh instances for the whole run, and a gold is reused only within
+    # the few steps its instance lives in; the oldest entries go first.
     _golds: dict[str, FunctionCallGold] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def prompt(self, instance: Instance) -> Prompt:
@@ -188,6 +193,8 @@ class FunctionCallingTask:
     def _gold(self, instance: Instance) -> FunctionCallGold:
         gold = self._golds.get(instance.id)
         if gold is None:
+            if len(self._golds) >= PREPARED_GOLDS:
+                del self._golds[next(iter(self._golds))]  # dicts keep insertion order: the oldest
             gold = self._golds[instance.id] = prepare_gold(instance.data["answers"])
         return gold
 
