@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 @dataclass
 class TrainingSample:
     context_ids: list[int]                 # tokens the completion is conditioned on; no loss
-    completion_ids: list[int]              # the trained span, exactly the tokens the engine sampled
+    completion_ids: list[int]              # the trained span: the tokens the engine sampled (supervised stage: the gold answer)
     advantage: float = 0.0                 # group-normalised reward, shared by every completion token (0: flat group)
     sampling_logprobs: list[float] | None = None  # the engine's log-probs of completion_ids, as it sampled them
     reward: float = 0.0                    # what the verifier gave this sample

@@ -55,7 +55,9 @@ def test_precedence_defaults_preset_file_overrides(tmp_path):
     ("loss.beta", r"must look like section.key=value"),
     ("data.source=offline", r"'data.failures_path' must name a failure dataset"),
     ("schedule.warmup_steps=1000", r"'schedule.warmup_steps' must be <= schedule.steps"),
-    ("stage.first_try_steps=1000", r"'stage.first_try_steps' must be <= schedule.steps \(40\).*lower the stage"),
+    ("stage.first_try_steps=1000", r"'stage.sft_steps' \+ 'stage.first_try_steps' must be <= schedule.steps \(40\).*lower the stages"),
+    ("stage.sft_steps=30", r"got 30 \+ 30 .*lower the stages"),
+    ("stage.sft_batch_size=0", r"'stage.sft_batch_size' must be >= 1"),
     ("stage.first_try_group_size=1", r"'stage.first_try_group_size' must be >= 2"),
     ("stage.first_try_temperature=0", r"'stage.first_try_temperature' must be > 0"),
 ])

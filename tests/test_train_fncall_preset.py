@@ -1,5 +1,6 @@
-"""The `fncall-cpu` preset: it loads, declares BFCL as its held-out set, and trains 2 steps (one
-first-try step, one R3 step) on the tiny-random model with the held-out evaluation before and after."""
+"""The `fncall-cpu` preset: it loads, declares BFCL as its held-out set, and trains 3 steps (one
+supervised step, one first-try step, one R3 step) on the tiny-random model with the held-out
+evaluation before and after."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from r3fast.train.trainer import train
 
 TINY = [
     "model.name=tiny-random", "rollout.engine=hf", "threads=1", "data.eval_size=2", "data.prompts_per_step=2",
-    "data.mining_batch=2", "schedule.steps=2", "schedule.warmup_steps=0", "stage.first_try_steps=1",
+    "data.mining_batch=2", "schedule.steps=3", "schedule.warmup_steps=0", "stage.sft_steps=1",
+    "stage.sft_batch_size=2", "stage.first_try_steps=1",
     "stage.first_try_group_size=2", "rollout.group_size=2", "rollout.attempt_max_new_tokens=4",
     "rollout.reflection_max_new_tokens=4", "checkpoint.every=0", "logging.progress=false",
     "logging.tensorboard=false",
@@ -25,7 +27,8 @@ def test_preset_trains_generated_calls_and_holds_out_bfcl():
     cfg = load_config(preset="fncall-cpu")
     assert (cfg.task.name, cfg.data.eval_task, cfg.data.eval_size) == ("fncall-synthetic", "bfcl", 137)
     assert cfg.model.name == "smollm2-135m-instruct" and cfg.model.device == "cpu"
-    assert 0 < cfg.stage.first_try_steps < cfg.schedule.steps  # a warm-up stage, then R3
+    stages = cfg.stage  # imitation, then first-try GRPO, then R3
+    assert 0 < stages.sft_steps and 0 < stages.first_try_steps and stages.sft_steps + stages.first_try_steps < cfg.schedule.steps
     assert "{feedback}" in cfg.task.reflection_request
 
 
@@ -57,9 +60,9 @@ def test_data_loading_checks_disjointness_from_bfcl(monkeypatch):
 
 
 @needs_bfcl
-def test_preset_runs_two_steps_on_tiny_random(tmp_path):
+def test_preset_runs_its_three_stages_on_tiny_random(tmp_path):
     cfg = load_config(preset="fncall-cpu", overrides=TINY)
     summary = train(cfg, run_dir=tmp_path / "run")
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["stage"] for m in steps if "stage" in m] == ["first_try", "r3"]
+    assert [m["stage"] for m in steps if "stage" in m] == ["sft", "first_try", "r3"]
     assert (tmp_path / "run" / "eval_before.json").is_file() or summary

@@ -122,7 +122,7 @@ def test_bad_reflection_protocol_values_are_refused_before_anything_loads(overri
 
 
 def test_interleaved_stage_spreads_the_first_try_steps():
-    from r3fast.train.warmup import is_warmup_step
+    from r3fast.train.stages import is_warmup_step
 
     assert [s for s in range(1, 11) if is_warmup_step(s, first_try_steps=4, steps=10, interleave=False)] == \
         [1, 2, 3, 4]

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from r3fast.prompts import PromptConfig, chat_messages, countdown_demo_turns, countdown_user_turn
+from r3fast.prompts import PromptConfig, chat_messages, countdown_demo_turns, countdown_user_turn, fill
 from r3fast.tasks.base import Instance, Prompt, check_pairs
 from r3fast.tasks.files import read_rows, require_mapping
 from r3fast.verify import Verdict, explain_countdown_batch
@@ -165,6 +165,14 @@ class CountdownTask:
         numbers = [instance.data["numbers"] for instance in instances]
         targets = [instance.data["target"] for instance in instances]
         return explain_countdown_batch(texts, numbers, targets)
+
+    def gold_answer(self, instance: Instance) -> str:
+        """The answer a demonstration would give: the generator's solution in the answer format."""
+        solution = instance.data.get("solution")
+        if solution is None:
+            raise ValueError(f"Countdown instance {instance.id} has no solution: only generated instances carry one "
+                             f"(files in the TinyZero layout do not)")
+        return fill(self.prompt_config.countdown_answer, expression=solution)
 
     def explain(self, instance: Instance, text: str | bytes) -> Verdict:
         """judge_batch for one text."""

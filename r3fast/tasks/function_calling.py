@@ -24,6 +24,7 @@ from r3fast.prompts import (
     function_calling_demo_turns,
     function_calling_user_turn,
     openai_tools,
+    render_calls,
     render_tools_text,
     tools_then_task,
 )
@@ -208,6 +209,10 @@ class FunctionCallingTask:
                 text, v.code, instance.data["answers"], instance.data["tools"], fmt))
             for v, instance, text in zip(verdicts, instances, texts, strict=True)
         ]
+
+    def gold_answer(self, instance: Instance) -> str:
+        """The gold calls written as the prompt asks for them (the first acceptable answer's)."""
+        return render_calls(instance.data["answers"], self.prompt_config.tool_call_format)
 
     def explain(self, instance: Instance, text: str | bytes) -> Verdict:
         """judge_batch for one text."""

@@ -80,6 +80,10 @@ class RolloutConfig:
 
 @dataclass
 class StageConfig:
+    # supervised stage: the first N of schedule.steps imitate the task's gold answers (train/sft.py; 0: none)
+    sft_steps: int = 0
+    sft_batch_size: int = 32               # gold answers per supervised step (fresh training instances, never held-out)
+    sft_lr: float = 0.0                    # learning rate of the supervised steps (0: optimizer.lr)
     first_try_steps: int = 0               # warm-up stage: the first N of schedule.steps train first attempts with plain GRPO (0: R3 only)
     first_try_group_size: int = 8          # G sampled first attempts per task in that stage
     first_try_temperature: float = 1.0     # their sampling temperature (the loss uses the same)
@@ -182,6 +186,9 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "rollout.batch_size": (lambda v: v >= 1, ">= 1"),
     "rollout.gpu_memory_utilization": (lambda v: 0 < v < 1, "in (0, 1)"),
     "rollout.tensor_parallel_size": (lambda v: v >= 1, ">= 1"),
+    "stage.sft_steps": (lambda v: v >= 0, ">= 0"),
+    "stage.sft_batch_size": (lambda v: v >= 1, ">= 1"),
+    "stage.sft_lr": (lambda v: v >= 0, ">= 0 (0: optimizer.lr)"),
     "stage.first_try_steps": (lambda v: v >= 0, ">= 0"),
     "stage.first_try_group_size": (lambda v: v >= 2, ">= 2 (a group of one has no baseline)"),
     "stage.first_try_temperature": (lambda v: v > 0, "> 0 (greedy attempts would all be equal)"),
@@ -256,9 +263,10 @@ def _check_ranges(cfg: TrainConfig) -> None:
     if cfg.schedule.warmup_steps > cfg.schedule.steps:
         raise ValueError(f"config key 'schedule.warmup_steps' must be <= schedule.steps ({cfg.schedule.steps}); "
                          f"got {cfg.schedule.warmup_steps}")
-    if cfg.stage.first_try_steps > cfg.schedule.steps:
-        raise ValueError(f"config key 'stage.first_try_steps' must be <= schedule.steps ({cfg.schedule.steps}); "
-                         f"got {cfg.stage.first_try_steps} (shortening a run? lower the stage too)")
+    if cfg.stage.sft_steps + cfg.stage.first_try_steps > cfg.schedule.steps:
+        raise ValueError(f"config keys 'stage.sft_steps' + 'stage.first_try_steps' must be <= schedule.steps "
+                         f"({cfg.schedule.steps}); got {cfg.stage.sft_steps} + {cfg.stage.first_try_steps} "
+                         f"(shortening a run? lower the stages too)")
     if cfg.loss.sampling_correction and cfg.loss.old_logp == "engine":
         raise ValueError("config key 'loss.sampling_correction' needs loss.old_logp=trainer: with old_logp=engine "
                          "the ratio it corrects by is the engine's against itself, always 1")

@@ -187,6 +187,9 @@ def generated_tokens(generation: dict, dist) -> dict:
 def format_step(step: int, steps: int, m: dict) -> str:
     first = "-" if m["first_try_accuracy"] is None else f"{m['first_try_accuracy']:.2f}"
     times = " ".join(f"{k[5:]}={m[k]:.1f}s" for k in m if k.startswith("time_") and k != "time_step")
+    if m.get("stage") == "sft":  # no rollout: the gold answers' likelihood is the step's news
+        return (f"step {step}/{steps}  supervised stage  nll {m['sft_nll']:.3f}  grad {m['grad_norm']:.3f}  "
+                f"{m['sft_sequences']:.0f} answers  [{times}]")
     # the loss of an on-policy step is a mean of advantages around 0: its size is in the exponent
     update = f"loss {m['loss']:+.2e}  grad {m['grad_norm']:.3f}" if "loss" in m else "no update"
     stage = "first-try stage  " if m.get("stage") == "first_try" else ""
@@ -194,6 +197,15 @@ def format_step(step: int, steps: int, m: dict) -> str:
     return (f"step {step}/{steps}  {stage}reward {m['reward_mean']:.2f}  signal {m['groups_with_signal']:.2f}  "
             f"first {first}  {update}  kl {m.get('kl', 0.0):.4f}  {refl}"
             f"{m['tokens_per_second']:.0f} tok/s  [{times}]")
+
+
+def progress_fields(m: dict) -> dict[str, str]:
+    """What the progress bar shows after a step: reward, groups with signal, first try; nll when supervised."""
+    if m.get("stage") == "sft":
+        return {"stage": "sft", "nll": f"{m['sft_nll']:.3f}"}
+    first = m["first_try_accuracy"]
+    return {"reward": f"{m['reward_mean']:.2f}", "signal": f"{m['groups_with_signal']:.2f}",
+            "first": "-" if first is None else f"{first:.2f}"}
 
 
 def format_before_after(before: dict | None, after: dict, n: int) -> str:

@@ -18,6 +18,7 @@ PLOTS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "kl.png": ("KL to the reference (k3)", [("kl", "kl")]),
     "tokens_per_second.png": ("Throughput", [("tokens_per_second", "generated tokens/s")]),
     "loss.png": ("GRPO loss", [("loss", "loss")]),
+    "sft_nll.png": ("Supervised stage: gold answers' negative log-likelihood per token", [("sft_nll", "nll")]),
 }
 
 

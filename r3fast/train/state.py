@@ -74,7 +74,8 @@ class TrainState:
         o, s = cfg.optimizer, cfg.schedule
         optimizer, scheduler = build_optimizer(
             policy.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
-            steps=s.steps, warmup_steps=s.warmup_steps, schedule=s.lr_schedule, min_lr_ratio=s.min_lr_ratio)
+            steps=s.steps, warmup_steps=s.warmup_steps, schedule=s.lr_schedule, min_lr_ratio=s.min_lr_ratio,
+            sft_steps=cfg.stage.sft_steps, sft_lr=cfg.stage.sft_lr)
         state = cls(dist, run_dir, policy, tokenizer, reference, engine, wrap_policy(PolicyLoss(policy), policy, dist),
                     optimizer, scheduler, pool=None, task=task, reflect=reflect,
                     fresh_instances=lambda n, seed: fresh_instances(training, generate, n, seed, heldout_ids))

@@ -36,6 +36,7 @@ from r3fast.train.metrics import (
     first_try_metrics,
     format_before_after,
     format_step,
+    progress_fields,
     r3_metrics,
 )
 from r3fast.train.optimizer import advance_schedule
@@ -43,7 +44,9 @@ from r3fast.train.plot import plot_run
 from r3fast.train.state import TrainState
 from r3fast.train.torch_setup import configure_torch, step_seed
 from r3fast.train.update import grpo_update
-from r3fast.train.warmup import is_warmup_step, warmup_batch
+from r3fast.train.sft import SFT_LOSS, check_sft_task, sft_metrics, sft_samples
+from r3fast.train.stages import FIRST_TRY, SFT, step_stage
+from r3fast.train.warmup import warmup_batch
 
 
 def train(cfg: TrainConfig, *, run_dir: str | Path | None = None, resume: bool = False,
@@ -79,6 +82,8 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None, resume: bool =
                                                   match_demo_size=t.match_demo_size)
     heldout, training = task_instances(t.name, path=t.path, eval_task=cfg.data.eval_task,
                                        eval_size=cfg.data.eval_size, eval_seed=cfg.data.eval_seed)
+    if cfg.stage.sft_steps:
+        check_sft_task(task)  # before the held-out evaluation, not minutes into the run
     generate = training_generator(t.name, cfg.data.eval_task)
     reflect = ReflectConfig.from_config(cfg.rollout, cfg.task, scale_rewards=cfg.loss.scale_rewards, seed=cfg.seed)
     state = TrainState.build(cfg, dist, run_dir, task, reflect, {i.id for i in heldout}, training, generate,
@@ -99,9 +104,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None, resume: bool =
         metrics = train_step(state, cfg, step)
         logger.log(step, metrics)
         bar.update(1)
-        first = metrics["first_try_accuracy"]
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", signal=f"{metrics['groups_with_signal']:.2f}",
-                        first="-" if first is None else f"{first:.2f}")
+        bar.set_postfix(progress_fields(metrics))
         if dist.is_main and step % cfg.logging.print_every == 0:
             bar.write(format_step(step, cfg.schedule.steps, metrics))
         every = cfg.checkpoint.every
@@ -126,25 +129,35 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None, resume: bool =
 
 
 def train_step(state: TrainState, cfg: TrainConfig, step: int) -> dict:
-    """One training step, first-try stage or R3: rollout, update, weights to the engine; its metrics."""
+    """One training step, supervised, first-try stage or R3: rollout, update, weights to the engine; its metrics."""
     dist, timer = state.dist, PhaseTimer()
     seed = step_seed(cfg.seed, step, dist.data_rank)
     prompts = cfg.data.prompts_per_step // dist.data_world
     attempted, first_passed = state.pool.attempted, state.pool.first_try_passed
     state.generation.clear()
-    first_try = is_warmup_step(step, first_try_steps=cfg.stage.first_try_steps, steps=cfg.schedule.steps,
-                                  interleave=cfg.stage.interleave)
-    if first_try:
+    st, loss = cfg.stage, cfg.loss
+    stage = step_stage(step, sft_steps=st.sft_steps, first_try_steps=st.first_try_steps, steps=cfg.schedule.steps,
+                       interleave=st.interleave)
+    # the loss as configured; the supervised stage's own settings make it cross-entropy (train/sft.py)
+    options = dict(loss_type=loss.loss_type, beta=loss.beta, num_iterations=loss.num_iterations,
+                   sampling_correction=loss.sampling_correction, old_logp_source=loss.old_logp)
+    if stage == SFT:
+        with timer("scoring"):  # templating and tokenising the gold answers
+            samples = sft_samples(state.tokenizer, state.task,
+                                  state.fresh_instances(st.sft_batch_size // dist.data_world, seed))
+        options.update(SFT_LOSS)
+        options["max_completion_length"] = max((len(s.completion_ids) for s in samples), default=1)
+    elif stage == FIRST_TRY:
         # warm-up stage: G sampled first attempts per fresh task, plain GRPO on the attempts
-        params = SamplingParams(cfg.rollout.attempt_max_new_tokens, cfg.stage.first_try_temperature, cfg.rollout.top_p,
-                                cfg.stage.first_try_group_size, (), seed)
+        params = SamplingParams(cfg.rollout.attempt_max_new_tokens, st.first_try_temperature, cfg.rollout.top_p,
+                                st.first_try_group_size, (), seed)
         instances = state.fresh_instances(prompts, seed)
         with timer("scoring"):  # templating and verifying; the generation inside is timed as such
             batch = warmup_batch(state.engine, state.tokenizer, state.task, instances, params,
-                                    scale_rewards=cfg.loss.scale_rewards,
-                                    stats=state.generation.setdefault("first_try", GenerationStats()), timer=timer)
-        samples, temperature = batch.samples, cfg.stage.first_try_temperature
-        max_completion = cfg.rollout.attempt_max_new_tokens
+                                 scale_rewards=loss.scale_rewards,
+                                 stats=state.generation.setdefault("first_try", GenerationStats()), timer=timer)
+        samples = batch.samples
+        options.update(temperature=st.first_try_temperature, max_completion_length=cfg.rollout.attempt_max_new_tokens)
     else:
         with timer("generation"):  # online mining generates: all of it counts as generation
             failed = state.pool.take(prompts, seed)
@@ -153,29 +166,29 @@ def train_step(state: TrainState, cfg: TrainConfig, step: int) -> dict:
             result = reflect_retry(state.engine, state.tokenizer, state.task, [],
                                    dataclasses.replace(state.reflect, seed=seed), attempts=failed, timer=timer)
         # every reflection: flat groups count in the loss's normalisation, as in TRL
-        samples, temperature = result.episodes, cfg.rollout.reflection_temperature
-        max_completion = cfg.rollout.reflection_max_new_tokens
+        samples = result.episodes
+        options.update(temperature=cfg.rollout.reflection_temperature,
+                       max_completion_length=cfg.rollout.reflection_max_new_tokens)
 
     state.engine.sleep(level=2)  # the push after the update overwrites every weight: nothing to keep
     # HF checkpoints activations only in train mode; otherwise eval mode keeps dropout off.
     state.policy.train(cfg.model.gradient_checkpointing)
-    loss = cfg.loss
     with timer("loss"):
         update = grpo_update(
-            state.module, state.policy, state.optimizer, samples, loss_type=loss.loss_type, beta=loss.beta,
-            eps_low=loss.eps_low, eps_high=loss.eps_high, num_iterations=loss.num_iterations,
-            micro_batch_size=loss.micro_batch_size, old_logp_source=loss.old_logp, temperature=temperature,
-            max_completion_length=max_completion, max_grad_norm=cfg.optimizer.max_grad_norm, pad_id=state.pad_id,
-            dist=dist, ref_model=state.reference, sampling_correction=loss.sampling_correction,
-            sampling_cap=loss.sampling_cap, importance_sampling_level=loss.importance_sampling_level,
-            backend=loss.backend, shared_prefix=loss.shared_prefix, timer=timer,
+            state.module, state.policy, state.optimizer, samples, eps_low=loss.eps_low, eps_high=loss.eps_high,
+            micro_batch_size=loss.micro_batch_size, max_grad_norm=cfg.optimizer.max_grad_norm,
+            pad_id=state.pad_id, dist=dist, ref_model=state.reference, sampling_cap=loss.sampling_cap,
+            importance_sampling_level=loss.importance_sampling_level, backend=loss.backend,
+            shared_prefix=loss.shared_prefix, timer=timer, **options,
         )
     state.policy.eval()
     lr = advance_schedule(state.scheduler)
     with timer("sync"):
         state.push_weights()
 
-    if first_try:
+    if stage == SFT:
+        metrics = sft_metrics(samples, update, dist)
+    elif stage == FIRST_TRY:
         metrics = first_try_metrics(batch, state.generation, dist)
     else:
         metrics = r3_metrics(result, state.generation, state.pool.attempted - attempted,

@@ -246,6 +246,7 @@ def grpo_update(
     # this rank's share of the loss, then token-weighted sums of kl, clip fractions, ratio, entropy
     totals = torch.zeros(6, dtype=torch.float64)
     mismatch = SamplingMismatch()
+    logp_sum = 0.0  # of the trained tokens, first pass: the supervised stage's negative log-likelihood
     grad_norms = []
     for iteration in range(num_iterations):
         optimizer.zero_grad(set_to_none=True)
@@ -262,6 +263,7 @@ def grpo_update(
             if iteration == 0:
                 # The first pass runs before any step: its log-probs are the old policy's.
                 mismatch.add(metrics, batch)
+                logp_sum += float((metrics["logp"].detach().double() * batch.loss_mask).sum())
                 if num_iterations > 1 and batch.old_logp is None:
                     batch.old_logp = metrics["logp"].detach().float()
             k = batch.n_tokens
@@ -275,6 +277,7 @@ def grpo_update(
             grad_norms.append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
             optimizer.step()
     totals = dist.all_reduce_sum(totals) / num_iterations
+    logp_total = float(dist.all_reduce_sum(torch.tensor([logp_sum], dtype=torch.float64))[0])
     return {
         "updated": 1.0,
         "loss": float(totals[0]),
@@ -283,6 +286,7 @@ def grpo_update(
         "clip_frac_high": float(totals[3] / n_run_tokens),
         "ratio_mean": float(totals[4] / n_run_tokens),
         "entropy": float(totals[5] / n_run_tokens),  # per-token entropy of the policy: a falling one warns of collapse
+        "logp_mean": logp_total / n_run_tokens,  # per trained token, under the policy before the step
         "grad_norm": sum(grad_norms) / len(grad_norms),
         **counts,
         "trained_tokens": float(n_run_tokens),

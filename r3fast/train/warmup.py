@@ -53,13 +53,3 @@ def warmup_batch(
         sample.reward = 1.0 if verdict.passed else 0.0
     flat = assign_advantages(samples, scale_rewards=scale_rewards)
     return WarmupBatch(samples, len(instances), len(flat))
-
-
-def is_warmup_step(step: int, *, first_try_steps: int, steps: int, interleave: bool) -> bool:
-    """Whether training step `step` (1-based) is a warm-up (first-try GRPO) step: the first `first_try_steps` steps,
-    or with `interleave` those steps spread evenly over the run (a warm-up step whenever the running
-    share of warm-up steps falls behind first_try_steps / steps; step 1 is one)."""
-    if not interleave:
-        return step <= first_try_steps
-    # ceilings: the run starts with warm-up
-    return -(-step * first_try_steps // steps) > -(-(step - 1) * first_try_steps // steps)
