@@ -5,7 +5,8 @@
     summary = train(cfg, run_dir="runs/try")
 
 Modules: config (the config tree, presets/, resume), trainer (the loop), state (what a run holds and
-checkpoints), warmup (the warm-up stage's batches), update (one GRPO update on any batch of
+checkpoints), stages (which stage a step is), sft (the supervised stage's batches), warmup (the
+first-try stage's batches), update (one GRPO update on any batch of
 TrainingSamples), optimizer (AdamW and the LR schedule), pool (failed prompts), checkpoint,
 distributed, torch_setup, metrics, plot.
 """

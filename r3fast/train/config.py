@@ -84,10 +84,10 @@ class StageConfig:
     sft_steps: int = 0
     sft_batch_size: int = 32               # gold answers per supervised step (fresh training instances, never held-out)
     sft_lr: float = 0.0                    # learning rate of the supervised steps (0: optimizer.lr)
-    first_try_steps: int = 0               # warm-up stage: the first N of schedule.steps train first attempts with plain GRPO (0: R3 only)
+    first_try_steps: int = 0               # warm-up stage: the next N steps train first attempts with plain GRPO (0: R3 only)
     first_try_group_size: int = 8          # G sampled first attempts per task in that stage
     first_try_temperature: float = 1.0     # their sampling temperature (the loss uses the same)
-    interleave: bool = False               # spread the first-try steps evenly among the R3 steps instead of first
+    interleave: bool = False               # spread the first-try steps evenly among the R3 steps instead of right after the supervised ones
 
 
 @dataclass

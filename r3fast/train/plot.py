@@ -11,7 +11,7 @@ from r3fast.train.metrics import EVAL_AFTER, EVAL_BEFORE, read_metrics, wilson_i
 
 # file name -> (title, [(metric key, legend label)])
 PLOTS: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "reward.png": ("Reward of retries (batch mean)", [("reward_mean", "reward"),
+    "reward.png": ("Batch reward (first-try stage: attempts; R3: retries)", [("reward_mean", "reward"),
                                                       ("groups_with_signal", "groups with signal")]),
     "accuracy.png": ("Accuracy on the training batch", [("first_try_accuracy", "first try"),
                                                         ("second_try_accuracy", "second try")]),

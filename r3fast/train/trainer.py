@@ -2,8 +2,9 @@
 
 One step: take failed prompts from the pool -> sample G reflections each and retry after each
 -> rewards and group advantages -> GRPO update on the reflection tokens -> new weights into the
-rollout engine. When `stage.first_try_steps` is set, those steps are instead a warm-up stage of
-plain GRPO on sampled first attempts (train/warmup.py), logged with stage "first_try".
+rollout engine. Steps may instead belong to the stages before R3 (train/stages.py): supervised
+steps on gold answers (train/sft.py, stage "sft"), then plain GRPO on sampled first attempts
+(train/warmup.py, stage "first_try").
 The pieces live in the modules that own them: state.py (policy, engine, optimizer, pool,
 checkpoints), r3fast.reflect (rollouts), update.py (loss and optimizer step), metrics.py.
 """
@@ -41,11 +42,11 @@ from r3fast.train.metrics import (
 )
 from r3fast.train.optimizer import advance_schedule
 from r3fast.train.plot import plot_run
+from r3fast.train.sft import SFT_LOSS, check_sft_task, sft_metrics, sft_samples
+from r3fast.train.stages import FIRST_TRY, SFT, step_stage
 from r3fast.train.state import TrainState
 from r3fast.train.torch_setup import configure_torch, step_seed
 from r3fast.train.update import grpo_update
-from r3fast.train.sft import SFT_LOSS, check_sft_task, sft_metrics, sft_samples
-from r3fast.train.stages import FIRST_TRY, SFT, step_stage
 from r3fast.train.warmup import warmup_batch
 
 
@@ -61,9 +62,11 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None, resume: bool =
     dist = init_distributed(cfg.distributed.strategy, cfg.distributed.backend, cfg.model.device,
                             cfg.rollout.tensor_parallel_size)
     configure_torch(threads=cfg.threads, deterministic=cfg.deterministic, seed=cfg.seed, data_rank=dist.data_rank)
-    if cfg.data.prompts_per_step % dist.data_world:
-        raise ValueError(f"config key 'data.prompts_per_step' ({cfg.data.prompts_per_step}) must be a multiple "
-                         f"of the number of data ranks ({dist.data_world}: ranks / rollout.tensor_parallel_size)")
+    for key, value in (("data.prompts_per_step", cfg.data.prompts_per_step),
+                       ("stage.sft_batch_size", cfg.stage.sft_batch_size)):
+        if value % dist.data_world:
+            raise ValueError(f"config key {key!r} ({value}) must be a multiple of the number of data ranks "
+                             f"({dist.data_world}: ranks / rollout.tensor_parallel_size)")
     run_dir = Path(dist.broadcast_object(str(resolve_run_dir(run_dir, name))))
     say = print if dist.is_main else (lambda *a, **k: None)
     resume_from = None
