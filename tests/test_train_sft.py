@@ -88,7 +88,6 @@ def test_the_supervised_update_is_cross_entropy(seed, n, micro, shared):
 
     recorder = RecordGrads(model.parameters())
     options = {**SFT_LOSS, "max_completion_length": 8}
-    # a configured loss that would not be cross-entropy must be overridden: the stage passes SFT_LOSS
     out = grpo_update(PolicyLoss(model), model, recorder, samples, eps_low=0.2, eps_high=0.2, micro_batch_size=micro,
                       max_grad_norm=0.0, pad_id=0, dist=DistContext(), backend="torch", shared_prefix=shared,
                       **options)
@@ -136,7 +135,10 @@ def test_a_run_opens_with_the_supervised_stage(tmp_path):
     from r3fast.train.config import load_config
     from r3fast.train.trainer import train
 
-    overrides = [*TINY, "data.eval_size=0", "stage.sft_batch_size=3", "stage.sft_lr=1e-3"]
+    # a loss configured for the RL stages that is not cross-entropy, and engine log-probs that gold answers lack:
+    # the supervised step uses its own settings (SFT_LOSS) whatever the run's loss section says
+    overrides = [*TINY, "data.eval_size=0", "stage.sft_batch_size=3", "stage.sft_lr=1e-3", "loss.old_logp=engine",
+                 "loss.num_iterations=2", "loss.importance_sampling_level=sequence", "loss.loss_type=cispo"]
     train(load_config(preset="fncall-cpu", overrides=overrides), run_dir=tmp_path / "run")
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows] == [SFT, FIRST_TRY, R3]

@@ -25,7 +25,7 @@ from r3fast.tasks.base import Instance, Task
 # The loss settings under which a sample with advantage 1 is cross-entropy (see the module doc).
 # The log-probs come from the trainer: gold answers were never sampled, so the engine has none.
 SFT_LOSS = {"loss_type": "dapo", "beta": 0.0, "num_iterations": 1, "temperature": 1.0, "sampling_correction": None,
-            "old_logp_source": "trainer"}
+            "old_logp_source": "trainer", "importance_sampling_level": "token"}
 
 
 def check_sft_task(task: Task) -> None:

@@ -143,7 +143,8 @@ def train_step(state: TrainState, cfg: TrainConfig, step: int) -> dict:
                        interleave=st.interleave)
     # the loss as configured; the supervised stage's own settings make it cross-entropy (train/sft.py)
     options = dict(loss_type=loss.loss_type, beta=loss.beta, num_iterations=loss.num_iterations,
-                   sampling_correction=loss.sampling_correction, old_logp_source=loss.old_logp)
+                   sampling_correction=loss.sampling_correction, old_logp_source=loss.old_logp,
+                   importance_sampling_level=loss.importance_sampling_level)
     if stage == SFT:
         with timer("scoring"):  # templating and tokenising the gold answers
             samples = sft_samples(state.tokenizer, state.task,
@@ -181,8 +182,7 @@ def train_step(state: TrainState, cfg: TrainConfig, step: int) -> dict:
             state.module, state.policy, state.optimizer, samples, eps_low=loss.eps_low, eps_high=loss.eps_high,
             micro_batch_size=loss.micro_batch_size, max_grad_norm=cfg.optimizer.max_grad_norm,
             pad_id=state.pad_id, dist=dist, ref_model=state.reference, sampling_cap=loss.sampling_cap,
-            importance_sampling_level=loss.importance_sampling_level, backend=loss.backend,
-            shared_prefix=loss.shared_prefix, timer=timer, **options,
+            backend=loss.backend, shared_prefix=loss.shared_prefix, timer=timer, **options,
         )
     state.policy.eval()
     lr = advance_schedule(state.scheduler)
