@@ -342,36 +342,31 @@ def test_calls_prepared(benchmark, timings, checker):
 # ------------------------------------------------------------------------------- one training step's batches
 
 
-def _countdown_step_texts(instances, per_instance: int, seed: int = 0):
-    """~20-token completions, about half of them right: the solution, or one operator swapped, or no tags."""
+def _step_texts(instances, per_instance: int, write, seed: int = 0):
+    """[(instance, text)]: `per_instance` completions per instance, each `write(instance, rng)`."""
     rng = random.Random(seed)
-    pairs = []
-    for inst in instances:
-        solution = inst.data["solution"]
-        for _ in range(per_instance):
-            kind = rng.random()
-            expr = solution if kind < 0.5 else solution.replace(" + ", " * ", 1).replace(" - ", " + ", 1)
-            think = f"<think>try {' '.join(map(str, inst.data['numbers']))}</think>"
-            pairs.append((inst, f"{think} {expr}" if kind > 0.9 else f"{think}\n<answer>{expr}</answer>"))
-    return pairs
+    return [(inst, write(inst, rng)) for inst in instances for _ in range(per_instance)]
 
 
-def _calls_step_texts(instances, per_instance: int, seed: int = 0):
-    """Completions in the prompt's <tool_call> format: half right, half with an argument changed or a call left out."""
-    rng = random.Random(seed)
-    pairs = []
-    for inst in instances:
-        answers = inst.data["answers"]
-        for _ in range(per_instance):
-            calls = json.loads(json.dumps(answers))
-            if rng.random() < 0.5:
-                if len(calls) > 1 and rng.random() < 0.5:
-                    calls.pop()
-                else:
-                    args = calls[0]["arguments"]
-                    args[next(iter(args), "extra")] = "wrong"
-            pairs.append((inst, render_calls(calls, "tool_call")))
-    return pairs
+def _countdown_text(inst, rng: random.Random) -> str:
+    """A ~20-token completion, about half of them right: the solution, or one operator swapped, or no tags."""
+    solution = inst.data["solution"]
+    kind = rng.random()
+    expr = solution if kind < 0.5 else solution.replace(" + ", " * ", 1).replace(" - ", " + ", 1)
+    think = f"<think>try {' '.join(map(str, inst.data['numbers']))}</think>"
+    return f"{think} {expr}" if kind > 0.9 else f"{think}\n<answer>{expr}</answer>"
+
+
+def _calls_text(inst, rng: random.Random) -> str:
+    """A completion in the prompt's <tool_call> format: half right, half with an argument changed or a call left out."""
+    calls = json.loads(json.dumps(inst.data["answers"]))
+    if rng.random() < 0.5:
+        if len(calls) > 1 and rng.random() < 0.5:
+            calls.pop()
+        else:
+            args = calls[0]["arguments"]
+            args[next(iter(args), "extra")] = "wrong"
+    return render_calls(calls, "tool_call")
 
 
 COUNTDOWN_STEP = load_instances("countdown-easy", n=8, seed=1)
@@ -379,9 +374,9 @@ CALLS_STEP = load_instances("fncall-synthetic", n=8, seed=1)
 # shape: (task name, [(instance, text)]): a step's 8 tasks x 8 samples; R3's retries of 8 failures x 4
 # reflections x k retries each; 32 function-call samples (8 tasks x 4).
 STEP_SHAPES = {
-    "countdown_8x8": ("countdown-easy", _countdown_step_texts(COUNTDOWN_STEP, 8)),
-    **{f"r3_8x4x{k}": ("countdown-easy", _countdown_step_texts(COUNTDOWN_STEP, 4 * k, seed=k)) for k in (1, 2, 3, 4)},
-    "calls_8x4": ("fncall-synthetic", _calls_step_texts(CALLS_STEP, 4)),
+    "countdown_8x8": ("countdown-easy", _step_texts(COUNTDOWN_STEP, 8, _countdown_text)),
+    **{f"r3_8x4x{k}": ("countdown-easy", _step_texts(COUNTDOWN_STEP, 4 * k, _countdown_text, seed=k)) for k in (1, 2, 3, 4)},
+    "calls_8x4": ("fncall-synthetic", _step_texts(CALLS_STEP, 4, _calls_text)),
 }
 
 

@@ -144,3 +144,18 @@ def test_a_run_opens_with_the_supervised_stage(tmp_path):
     assert [r["stage"] for r in rows] == [SFT, FIRST_TRY, R3]
     assert rows[0]["sft_sequences"] == 3 and rows[0]["sft_nll"] > 0 and rows[0]["lr"] == pytest.approx(1e-3)
     assert rows[1]["lr"] == pytest.approx(1e-5)  # the preset's optimizer.lr once the stage is over
+
+
+def test_a_training_file_without_answers_is_refused_before_the_run_starts(tmp_path):
+    from r3fast.train.config import load_config
+    from r3fast.train.trainer import train
+
+    rows = tmp_path / "countdown.jsonl"
+    rows.write_text("".join(json.dumps({"nums": [i, 2, 3], "target": i + 5}) + "\n" for i in range(1, 30)))
+    overrides = ["model.name=tiny-random", "rollout.engine=hf", "threads=1", "data.eval_size=4", "schedule.steps=2",
+                 "stage.sft_steps=1", "stage.first_try_steps=0", "checkpoint.every=0", "logging.progress=false",
+                 "logging.tensorboard=false",
+                 f"task.path={rows}"]
+    with pytest.raises(ValueError, match="has no solution: only generated instances carry one"):
+        train(load_config(overrides=overrides), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "eval_before.json").exists()  # refused before the held-out evaluation

@@ -28,11 +28,14 @@ SFT_LOSS = {"loss_type": "dapo", "beta": 0.0, "num_iterations": 1, "temperature"
             "old_logp_source": "trainer", "importance_sampling_level": "token"}
 
 
-def check_sft_task(task: Task) -> None:
-    """Raises unless `task` can write the gold answer of its instances."""
+def check_sft_task(task: Task, instances: Sequence[Instance] = ()) -> None:
+    """Raises unless `task` can write the gold answer of its instances; `instances` (a fixed training set's first
+    few) are tried, so that a file without answers fails when the run starts, not at its first step."""
     if not callable(getattr(task, "gold_answer", None)):
         raise ValueError(f"config key 'stage.sft_steps' needs a task with gold answers (function calling, or "
                          f"generated Countdown); task {getattr(task, 'name', task)!r} has no gold_answer")
+    for instance in instances:
+        task.gold_answer(instance)
 
 
 def sft_samples(tokenizer, task: Task, instances: Sequence[Instance]) -> list[TrainingSample]:

@@ -86,7 +86,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None, resume: bool =
     heldout, training = task_instances(t.name, path=t.path, eval_task=cfg.data.eval_task,
                                        eval_size=cfg.data.eval_size, eval_seed=cfg.data.eval_seed)
     if cfg.stage.sft_steps:
-        check_sft_task(task)  # before the held-out evaluation, not minutes into the run
+        check_sft_task(task, training[:8])  # before the held-out evaluation, not minutes into the run
     generate = training_generator(t.name, cfg.data.eval_task)
     reflect = ReflectConfig.from_config(cfg.rollout, cfg.task, scale_rewards=cfg.loss.scale_rewards, seed=cfg.seed)
     state = TrainState.build(cfg, dist, run_dir, task, reflect, {i.id for i in heldout}, training, generate,

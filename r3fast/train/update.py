@@ -246,7 +246,7 @@ def grpo_update(
     # this rank's share of the loss, then token-weighted sums of kl, clip fractions, ratio, entropy
     totals = torch.zeros(6, dtype=torch.float64)
     mismatch = SamplingMismatch()
-    logp_sum = 0.0  # of the trained tokens, first pass: the supervised stage's negative log-likelihood
+    logp_sum = torch.zeros((), dtype=torch.float64, device=device)  # trained tokens, first pass: the supervised NLL
     grad_norms = []
     for iteration in range(num_iterations):
         optimizer.zero_grad(set_to_none=True)
@@ -263,7 +263,7 @@ def grpo_update(
             if iteration == 0:
                 # The first pass runs before any step: its log-probs are the old policy's.
                 mismatch.add(metrics, batch)
-                logp_sum += float((metrics["logp"].detach().double() * batch.loss_mask).sum())
+                logp_sum += (metrics["logp"].detach().double() * batch.loss_mask).sum()
                 if num_iterations > 1 and batch.old_logp is None:
                     batch.old_logp = metrics["logp"].detach().float()
             k = batch.n_tokens
@@ -276,8 +276,8 @@ def grpo_update(
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), limit)
             grad_norms.append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
             optimizer.step()
-    totals = dist.all_reduce_sum(totals) / num_iterations
-    logp_total = float(dist.all_reduce_sum(torch.tensor([logp_sum], dtype=torch.float64))[0])
+    reduced = dist.all_reduce_sum(torch.cat([totals, logp_sum.cpu().reshape(1)]))  # one collective for both
+    totals, logp_total = reduced[:6] / num_iterations, float(reduced[6])
     return {
         "updated": 1.0,
         "loss": float(totals[0]),
